@@ -1,0 +1,4 @@
+"""``python -m parsim.calibrate`` (and ``torchrun ... -m parsim.calibrate``)."""
+from .cli import main
+
+raise SystemExit(main())

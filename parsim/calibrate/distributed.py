@@ -1,0 +1,72 @@
+"""Calibration under torchrun: every rank measures communication; rank 0 writes the profile.
+
+``torchrun --nnodes N --nproc-per-node G --rdzv-backend c10d --rdzv-endpoint HOST:PORT
+-m parsim.calibrate -o cluster.toml`` sets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
+MASTER_ADDR and MASTER_PORT; the process group comes from them (nccl with GPUs, else gloo).
+Group sizes are the powers of two up to the world size, and the world size: the first
+LOCAL_WORLD_SIZE ranks share a node, so small groups measure the intra-node fabric and
+the larger ones cross nodes. Rank 0 then measures its own device's compute.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from . import noise
+from .comm import CommPlan, TorchComm, run_benchmark
+from .progress import Progress
+from .toml_write import write_atomic
+
+
+def under_launcher() -> bool:
+    """True when torchrun (or a compatible launcher) started this process with peers."""
+    return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def group_sizes(world: int) -> tuple[int, ...]:
+    """Powers of two below ``world``, then ``world``.
+
+    >>> group_sizes(12)
+    (2, 4, 8, 12)
+    """
+    sizes, g = [], 2
+    while g < world:
+        sizes.append(g)
+        g *= 2
+    return tuple(sizes + [world])
+
+
+def calibrate_distributed(opts) -> int:
+    from . import session
+    import torch
+    t_start = time.monotonic()
+    cuda = torch.cuda.is_available()
+    backend = "nccl" if cuda and opts.backend in ("auto", "nccl") else "gloo"
+    comm = TorchComm(backend)
+    rank0 = comm.rank == 0
+    plan = CommPlan(ops=opts.ops, sizes=session.SIZES[opts.grid], group_sizes=group_sizes(comm.size),
+                    repeats=opts.repeats or session.REPEATS[opts.grid], backend=backend,
+                    target_s=session.TARGET_S[opts.grid])
+    bar = Progress(f"comm ({backend}, {comm.size} ranks)", 1, enabled=rank0 and not opts.quiet)
+    try:
+        rows = run_benchmark(comm, plan, lambda d, t: bar.update(d, t))
+    finally:
+        comm.close()
+    bar.close()
+    if not rank0:
+        return 0
+    load_start = noise.load_average()
+    ref_before = noise.reference_s()
+    comp, comp_info = session._measure_compute(opts, torch if cuda else None)
+    meta = session.host_meta(torch, cuda)
+    meta.update(repeats=plan.repeats, grid=opts.grid, comm_backend=backend, world_size=comm.size,
+                local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", comm.size)),
+                launcher="torchrun", run_s=round(time.monotonic() - t_start, 1))
+    loads = {"loadavg_start": load_start, "loadavg_end": noise.load_average(),
+             "reference_s_before": ref_before, "reference_s_after": noise.reference_s()}
+    profile = session.build_profile(meta, comp, comp_info, rows, loads, opts.warnings,
+                                    cuda=cuda, torch=torch)
+    write_atomic(opts.output, profile)
+    from .cli import summary
+    print(summary(profile, opts.output))
+    return 0
