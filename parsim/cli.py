@@ -16,13 +16,20 @@ def _predict(args) -> int:
     from .report.text import render
     from .scenario import load_scenario
     sc = load_scenario(args.file, args.set)
-    opts = {}
-    if args.fidelity:
-        opts["fidelity"] = args.fidelity
+    opts = {"fidelity": args.fidelity} if args.fidelity else {}
+    if args.trace or args.timeline:
+        if args.engine == "analytical" or sc.model.kind == "collective":
+            raise ParsimError("--trace and --timeline need the DES engine and a training "
+                              "scenario", key="--trace")
+        opts["keep"] = True
     pred = predict(sc, engine=args.engine, profile=args.profile, **opts)
     if args.trace or args.timeline:
         from .engines import timeline
-        timeline.export(pred, trace=args.trace, png=args.timeline)
+        pred, des_result, program = pred
+        if args.trace:
+            timeline.write_chrome_trace(des_result, program, args.trace)
+        if args.timeline:
+            timeline.draw_timeline(des_result, program, args.timeline)
     if args.json:
         print(json.dumps(pred.to_json(), indent=2, default=_jsonable))
     else:

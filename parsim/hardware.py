@@ -29,6 +29,9 @@ launch_s
 nvlink_Bps
     NVLink bandwidth per GPU per direction (0 where there is none); the
     topology owns links, this is the device's own port figure.
+kind
+    "gpu" or "cpu". A CPU has no waves of thread blocks: the GEMM model drops
+    quantization for it (and for any device with ``sm_count == 0``).
 
 Memory capacities: vendors print HBM capacity as "80GB"; DRAM capacity is binary,
 so these presets store 80 GiB (nvidia-smi shows 81920 MiB on an A100 80GB).
@@ -41,7 +44,8 @@ from dataclasses import dataclass, field
 from .errors import ScenarioError, did_you_mean, one_of
 from .units import UnitError, parse_bandwidth, parse_bytes, parse_flops, parse_time
 
-DTYPES = ("fp32", "tf32", "fp16", "bf16", "fp8")
+DTYPES = ("fp64", "fp32", "tf32", "fp16", "bf16", "fp8")  # fp64: calibrated CPU profiles
+KINDS = ("gpu", "cpu")
 
 TFLOPS = 1e12
 GB_s = 1e9
@@ -93,6 +97,7 @@ class Device:
     nvlink_Bps: float = 0.0
     attn_eff: float | None = None
     gemm_eff_by_dtype: dict = field(default_factory=dict)
+    kind: str = "gpu"
     sources: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -132,8 +137,16 @@ class Device:
         Values are SI numbers or unit strings ("2039 GB/s", "80 GiB", "3 us",
         "312 TFLOPS"). ``peak_flops`` and ``gemm_eff_by_dtype`` are merged per
         dtype, so a profile may measure only bf16. Each replaced field's source
-        becomes the profile. Unknown fields or bad values raise
-        :class:`ScenarioError` naming ``device.<field>``.
+        becomes the profile; a ``sources`` table adds citations; ``base`` ("gpu" or
+        "cpu", what ``parsim calibrate`` measured) must match the device's ``kind``.
+        Unknown fields or bad values raise :class:`ScenarioError` naming
+        ``device.<field>``.
+
+        A replaced peak is a measured rate, relative to which the profile's
+        ``gemm_eff`` holds: the preset's ``gemm_eff_by_dtype`` entry for that dtype
+        is dropped (unless the profile gives one), and ``attn_eff`` is rescaled so
+        the attention FLOP rate, which calibration does not measure, stays the
+        preset's (unless the profile gives ``attn_eff``).
 
         >>> d = get_device("a100-80gb").with_overrides(
         ...     {"mem_bw_Bps": "1.9 TB/s", "peak_flops": {"bf16": "300 TFLOPS"}}, file="p.toml")
@@ -145,6 +158,9 @@ class Device:
         parsim.errors.ScenarioError: device.gemm_ef: unknown device field; did you mean 'gemm_eff'? one of: ...
         """
         values, sources = dict(vars(self)), dict(self.sources)
+        mapping = dict(mapping)
+        _check_base(self, mapping.pop("base", None), file)
+        cited = _parse_sources(mapping.pop("sources", {}), file)
         for fname, raw in mapping.items():
             key = f"device.{fname}"
             if fname not in _PARSERS:
@@ -159,8 +175,38 @@ class Device:
             if problem:
                 raise ScenarioError(f"{raw!r}: {problem}", file=file, key=key)
             sources[fname] = f"profile {file}" if file else "override"
-        values["sources"] = sources
+        _rebase_efficiencies(self, values, mapping)
+        values["sources"] = {**sources, **cited}
         return Device(**values)
+
+
+def _check_base(dev, base, file):
+    if base is None:
+        return
+    if base not in KINDS:
+        raise ScenarioError(f"{base!r} must be {' or '.join(KINDS)}", file=file, key="device.base")
+    if base != dev.kind:
+        raise ScenarioError(f"the profile measured a {base} but {dev.name} is a {dev.kind}; calibrate "
+                            f"on the scenario's hardware or use a matching preset (cluster.gpu)",
+                            file=file, key="device.base")
+
+
+def _parse_sources(raw, file):
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise ScenarioError(f"{raw!r} must be a table of field = citation", file=file, key="device.sources")
+    return raw
+
+
+def _rebase_efficiencies(dev, values, mapping):
+    """Keep per-dtype efficiencies and the attention rate consistent with measured peaks."""
+    measured = set(mapping.get("peak_flops", {}))
+    given = set(mapping.get("gemm_eff_by_dtype", {}))
+    values["gemm_eff_by_dtype"] = {d: e for d, e in values["gemm_eff_by_dtype"].items()
+                                   if d not in measured or d in given}
+    attn_dtype = "bf16" if "bf16" in dev.peak_flops else "fp16"
+    if ("attn_eff" not in mapping and dev.attn_eff is not None and attn_dtype in measured):
+        rate = dev.attn_eff * dev.peak_flops[attn_dtype]
+        values["attn_eff"] = min(1.0, rate / values["peak_flops"][attn_dtype])
 
 
 def _problem(v: dict):
@@ -180,6 +226,8 @@ def _problem(v: dict):
         return "attn_eff must be an efficiency in (0, 1], or absent (no flash-attention kernel)"
     if not (v["mem_bw_Bps"] > 0 and v["mem_bytes"] > 0):
         return "mem_bw_Bps and mem_bytes must be positive"
+    if v["kind"] not in KINDS:
+        return f"kind must be one of {KINDS}"
     if v["launch_s"] < 0 or v["nvlink_Bps"] < 0 or v["sm_count"] < 0:
         return "launch_s, nvlink_Bps and sm_count must be non-negative"
     return None
@@ -322,7 +370,7 @@ def _cpu():
     return Device(
         name="cpu", peak_flops={"fp32": cores * clock_hz * flop_per_cycle},
         mem_bytes=128 * GiB, mem_bw_Bps=channels * transfers_per_s * bytes_per_transfer, sm_count=0,
-        gemm_eff=0.8, mem_eff=0.75, launch_s=1 * US, nvlink_Bps=0.0, attn_eff=None,
+        gemm_eff=0.8, mem_eff=0.75, launch_s=1 * US, nvlink_Bps=0.0, attn_eff=None, kind="cpu",
         sources={
             "peak_flops": ("generic 16-core AVX2 server at 2.5 GHz; 2 FMA units x 8 fp32 lanes x 2 FLOP per "
                            "cycle (Intel 64 and IA-32 Architectures Optimization Reference Manual, Haswell "

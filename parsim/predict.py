@@ -47,15 +47,8 @@ def predict(sc: Scenario, engine: str = "auto", profile: str | None = None, **de
     if sc.model.kind == "collective":
         return predict_collective(sc, cluster, engine)
     if engine in ("auto", "des"):
-        try:
-            from .engines import des
-        except ImportError:
-            des = None
-        if des is not None and hasattr(des, "predict"):
-            return des.predict(sc, device, cluster, **des_options)
-        if engine == "des":
-            raise ScenarioError("the discrete-event engine is not available in this build",
-                                key="--engine")
+        from .engines import des_predict
+        return des_predict.predict(sc, device, cluster, **des_options)
     from .engines import analytical
     return analytical.run(sc, device, cluster)
 
@@ -65,15 +58,19 @@ def predict_collective(sc: Scenario, cluster, engine: str = "analytical") -> Col
     n = p.dp
     ranks = list(range(n))
     alg = p.algorithm
-    if engine in ("auto", "des"):
-        try:
-            from .engines import des
-            if hasattr(des, "predict_collective"):
-                return des.predict_collective(sc, cluster)
-        except ImportError:
-            pass
     t, used = placement.group_time_s(cluster, ranks, m.op, m.size_bytes, alg)
+    engine_used = "analytical"
+    notes = ()
+    if engine in ("auto", "des"):
+        from .engines import des
+        from .program import COLLECTIVE, Program
+        prog = Program(num_ranks=n)
+        prog.add(COLLECTIVE, ranks, "comm", f"{m.op} {m.size_bytes:.0f} B", coll=m.op,
+                 algorithm=used, size_bytes=m.size_bytes, category="dp")
+        res = des.run(prog, cluster, fidelity="full")
+        t, engine_used = res.step_time_s, "des"
+        notes = (f"DES: {res.events} events in {res.wall_s:.2f} s",)
     return CollectivePrediction(
-        name=sc.name, engine="analytical", op=m.op, ranks=n, size_bytes=m.size_bytes, time_s=t,
+        name=sc.name, engine=engine_used, op=m.op, ranks=n, size_bytes=m.size_bytes, time_s=t,
         algbw_GBps=cc.algbw_Bps(m.size_bytes, t) / 1e9,
-        busbw_GBps=cc.busbw_Bps(m.op, n, m.size_bytes, t) / 1e9, algorithm=used)
+        busbw_GBps=cc.busbw_Bps(m.op, n, m.size_bytes, t) / 1e9, algorithm=used, notes=notes)

@@ -26,7 +26,7 @@ def test_large_square_gemm_a100():
     eta = 0.869 * 4096 / (38 * 108)
     expected = 2 * 8192**3 / (312e12 * eta) + LAUNCH
     assert gemm_time_s(A100, 8192, 8192, 8192, "bf16") == pytest.approx(expected, rel=EXACT)
-    assert expected == pytest.approx(4.06e-3, rel=1e-3)  # ~271 TFLOP/s, the cited MAMF
+    assert expected == pytest.approx(4.066e-3, rel=1e-3)  # ~271 TFLOP/s, the cited MAMF
 
 
 def test_one_tile_more_than_sms_takes_two_waves():
@@ -80,6 +80,12 @@ def test_cpu_gemm_has_no_waves():
     assert gemm_efficiency(cpu, 1, 1, "fp32") == 0.8
     expected = 2 * 1024**3 / (1.28e12 * 0.8) + 1e-6
     assert gemm_time_s(cpu, 1024, 1024, 1024, "fp32") == pytest.approx(expected, rel=EXACT)
+
+
+def test_calibrated_cpu_keeps_the_no_wave_model():
+    # `parsim calibrate` records the host's core count as sm_count; a CPU still has no waves
+    cpu = get_device("cpu").with_overrides({"base": "cpu", "sm_count": 16, "gemm_eff": 1.0})
+    assert gemm_efficiency(cpu, 17, 1, "fp32") == 1.0
 
 
 def test_empty_and_negative_gemms():
@@ -251,12 +257,15 @@ class TestTransformerLayer:
 
 
 def test_no_hardware_figures_in_the_cost_module():
-    # style.md: hardware figures live in hardware.py, never inside a formula
-    source = open(compute.__file__).read()
-    code = "\n".join(line.split("#")[0] for line in source.splitlines() if not line.lstrip().startswith(">>>"))
-    for figure in ("312e12", "989e12", "1979e12", "2039e9", "0.869", "0.88"):
-        assert figure not in code.replace('"""', "") or figure in _docstrings(source), figure
-
-
-def _docstrings(source):
-    return "".join(source.split('"""')[1::2])
+    # style.md: hardware figures (FLOP rates, bandwidths, efficiencies) live in hardware.py, never in
+    # a formula. Every number in compute.py's code (docstrings and doctests aside) is an algorithmic
+    # constant: a small count, a tile edge or a FLOP ratio.
+    import ast
+    tree = ast.parse(open(compute.__file__).read())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.FunctionDef)) and node.body
+                  and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    numbers = {node.value for node in ast.walk(tree)
+               if isinstance(node, ast.Constant) and id(node) not in docstrings
+               and isinstance(node.value, (int, float)) and not isinstance(node.value, bool)}
+    assert numbers <= {0, 1, 2, 3, 4, 5, 8, 16, 128, 256, 2.0, 2.5, 4.0, 8.0}, numbers

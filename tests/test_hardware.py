@@ -147,6 +147,45 @@ class TestOverrides:
             get_device("a100-80gb").with_overrides(mapping, file="p.toml")
 
 
+class TestCalibratedProfiles:
+    # The [device] table `parsim calibrate` writes (parsim/calibrate/session.py): base, the machine's
+    # name / mem_bytes / sm_count, measured peaks (the best GEMM rate) with gemm_eff = mem_eff = 1.
+    GPU_TABLE = {"base": "gpu", "name": "NVIDIA H100 80GB HBM3", "mem_bytes": 85520809984,
+                 "sm_count": 132, "peak_flops": {"bf16": 780e12, "fp32": 50e12},
+                 "mem_bw_Bps": 3.0e12, "launch_s": 4e-6, "gemm_eff": 1.0, "mem_eff": 1.0,
+                 "sources": {"peak_flops": "measured, torch.matmul"}}
+
+    def test_gpu_profile_applies(self):
+        base = get_device("h100-sxm-80gb")
+        dev = base.with_overrides(self.GPU_TABLE, file="profiles/h100.toml")
+        assert dev.name == "NVIDIA H100 80GB HBM3" and dev.gemm_eff == 1.0
+        assert dev.peak_flops["bf16"] == 780e12 and dev.peak_flops["fp8"] == 1979e12
+        assert dev.sources["peak_flops"] == "measured, torch.matmul"
+        # fp8 was not measured: its preset efficiency still applies to its datasheet peak
+        assert dev.gemm_eff_for("fp8") == pytest.approx(0.709)
+        # attention was not measured: its FLOP rate stays the preset's 0.55 * 989e12
+        assert dev.attn_eff * 780e12 == pytest.approx(0.55 * 989e12)
+
+    def test_measured_peak_drops_the_presets_per_dtype_efficiency(self):
+        dev = get_device("h100-sxm-80gb").with_overrides({"peak_flops": {"fp8": 1.4e15}, "gemm_eff": 1.0})
+        assert dev.gemm_eff_for("fp8") == 1.0
+
+    def test_cpu_profile_with_fp64_and_core_count(self):
+        table = {"base": "cpu", "name": "AMD EPYC", "sm_count": 16, "peak_flops": {"fp32": 1e12, "fp64": 5e11},
+                 "mem_bw_Bps": 8e10, "launch_s": 2e-6, "gemm_eff": 1.0, "mem_eff": 1.0}
+        dev = get_device("cpu").with_overrides(table, file="profiles/host.toml")
+        assert dev.kind == "cpu" and dev.peak_flops["fp64"] == 5e11 and dev.sm_count == 16
+
+    def test_profile_of_another_kind_is_refused(self):
+        with pytest.raises(ScenarioError, match=r"p\.toml: device\.base: the profile measured a cpu but "
+                                                r"a100-80gb is a gpu"):
+            get_device("a100-80gb").with_overrides({"base": "cpu"}, file="p.toml")
+        with pytest.raises(ScenarioError, match="device.base: 'tpu' must be gpu or cpu"):
+            get_device("a100-80gb").with_overrides({"base": "tpu"})
+        with pytest.raises(ScenarioError, match="device.sources"):
+            get_device("a100-80gb").with_overrides({"sources": {"gemm_eff": 3}})
+
+
 def test_device_constructor_rejects_broken_invariants():
     with pytest.raises(AssertionError, match="mem_eff"):
         Device(name="x", peak_flops={"fp32": 1e12}, mem_bytes=1, mem_bw_Bps=1, sm_count=1,

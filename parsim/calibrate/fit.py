@@ -73,6 +73,7 @@ def fit_alpha_beta(sizes_bytes, times_s, *, confidence: float = 0.95) -> AlphaBe
     if dof > 0:
         cov = ssr / dof * np.linalg.pinv(design.T @ design)
         half = stats.t.ppf(0.5 + confidence / 2, dof) * np.sqrt(np.clip(np.diag(cov), 0, None))
+        half = [float(h) for h in half]
         ci_alpha = (max(alpha_s - half[0], 0.0), alpha_s + half[0])
         ci_bw = (1.0 / (beta + half[1]) if beta + half[1] > 0 else math.inf,
                  1.0 / (beta - half[1]) if beta - half[1] > 0 else math.inf)
@@ -88,9 +89,10 @@ def fit_piecewise(sizes_bytes, times_s, *, max_segments: int = 3, min_points: in
                   tol: float = 0.10) -> list[AlphaBeta]:
     """Split sorted sizes into 1..``max_segments`` contiguous alpha-beta segments.
 
-    Each segment holds at least ``min_points`` points. k+1 segments replace k only when the
-    k-segment fit misses some point by more than ``tol`` (relative) and the Bayesian
-    information criterion n·ln(SSR/n) + p·ln(n), p = 3k - 1 parameters, improves.
+    Each segment holds at least ``min_points`` points; for each k the partition with the
+    least squared relative error wins. More segments replace fewer only while the fewer
+    miss some point by more than ``tol`` (relative) and the Bayesian information criterion
+    n·ln(SSR/n) + p·ln(n), p = 3k - 1 parameters, improves.
     Returns the segments in size order.
 
     >>> s = [2.0 ** e for e in range(10, 28, 2)]          # 1 KiB .. 64 MiB
@@ -102,23 +104,27 @@ def fit_piecewise(sizes_bytes, times_s, *, max_segments: int = 3, min_points: in
     size = np.asarray(sizes_bytes, dtype=float)[order]
     t = np.asarray(times_s, dtype=float)[order]
     n = size.size
-    best = [fit_alpha_beta(size, t)]
-    best_bic = _bic(best, n)
+    fits = [[fit_alpha_beta(size, t)]]                       # best partition for k = 1, 2, ...
     for k in range(2, max_segments + 1):
-        if n < k * min_points or max(seg.rel_err for seg in best) <= tol:
+        if n < k * min_points:
             break
-        candidate, candidate_bic = None, math.inf
+        candidate, candidate_ssr = None, math.inf
         for cuts in itertools.combinations(range(min_points, n - min_points + 1), k - 1):
             bounds = (0,) + cuts + (n,)
             if any(b - a < min_points for a, b in zip(bounds, bounds[1:])):
                 continue
             segs = [fit_alpha_beta(size[a:b], t[a:b]) for a, b in zip(bounds, bounds[1:])]
-            bic = _bic(segs, n)
-            if bic < candidate_bic:
-                candidate, candidate_bic = segs, bic
-        if candidate is None or candidate_bic >= best_bic:
+            ssr = sum(seg.ssr for seg in segs)
+            if ssr < candidate_ssr:
+                candidate, candidate_ssr = segs, ssr
+        if candidate is not None:
+            fits.append(candidate)
+    best = fits[0]
+    for segs in fits[1:]:
+        if max(seg.rel_err for seg in best) <= tol:
             break
-        best, best_bic = candidate, candidate_bic
+        if _bic(segs, n) < _bic(best, n):
+            best = segs
     return best
 
 

@@ -10,7 +10,8 @@ Predictions: :meth:`Profile.collective_time_s` interpolates the measured table l
 log(size)-log(time); outside it the nearest alpha-beta segment extrapolates, scaled to meet
 the table's edge point so the curve stays continuous. :meth:`Profile.gemm_flops_per_s`
 interpolates measured throughput over log(m), log(n), log(k) (inverse distance, power 4:
-the nearest shape dominates; an exact shape returns its own figure).
+the nearest shape dominates; an exact shape returns its own figure; each dimension is
+clamped to the measured range, so throughput stays flat beyond the grid).
 """
 from __future__ import annotations
 
@@ -95,18 +96,27 @@ class Profile:
                 return c.time_at(float(size_bytes)) if size_bytes > 0 else 0.0
         return None
 
+    def bandwidth_ratios(self, other: "Profile", *, min_bytes: float = 16 * 2**20) -> dict:
+        """algbw (S/t) of this profile over ``other``'s, per (backend, op, ranks, size) that
+        both measured at ``min_bytes`` or more: the check that two runs agree."""
+        theirs = {(c.backend, c.op, c.ranks, s): t for c in other.collectives
+                  for s, t in zip(c.size_bytes, c.time_s)}
+        return {(c.backend, c.op, c.ranks, int(s)): theirs[(c.backend, c.op, c.ranks, s)] / t
+                for c in self.collectives for s, t in zip(c.size_bytes, c.time_s)
+                if s >= min_bytes and (c.backend, c.op, c.ranks, s) in theirs}
+
     def gemm_flops_per_s(self, m: int, n: int, k: int, dtype: str = "fp32") -> float | None:
         """Measured FLOP/s of an m×k by k×n GEMM, interpolated; None without that dtype."""
         dtype = normalize_dtype(dtype)
         rows = [r for r in self.gemm if r["dtype"] == dtype]
         if not rows:
             return None
-        at = np.log([m, n, k])
         shapes = np.log([[r["m"], r["n"], r["k"]] for r in rows])
+        at = np.clip(np.log([m, n, k]), shapes.min(axis=0), shapes.max(axis=0))  # flat outside
         rates = np.log([r["flops_per_s"] for r in rows])
         dist = np.linalg.norm(shapes - at, axis=1)
         if dist.min() < 1e-12:
-            return float(np.exp(rates[int(dist.argmin())]))
+            return float(rows[int(dist.argmin())]["flops_per_s"])
         weights = dist ** -4.0
         return float(np.exp(weights @ rates / weights.sum()))
 

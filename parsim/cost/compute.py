@@ -22,13 +22,16 @@ block each, and the blocks run in waves of one block per SM::
     η      = gemm_eff(dtype) · η_tile · η_wave
 
 maximised over the tiles 256×128, 128×256 and 128×128, as cuBLAS's heuristics choose
-the tile that quantizes best; all three are taken to run equally fast per SM.
+the tile that quantizes best; all three are taken to run equally fast per SM. A tile
+edge longer than its dimension narrows to the next power of two (at least 16), so a
+matrix-vector product is not charged a 128-wide tile.
 ``gemm_eff`` is the device's best-shape fraction of peak (no quantization loss).
 Source: NVIDIA Deep Learning Performance Documentation, "Matrix Multiplication
 Background User's Guide", sections "Tile Quantization" and "Wave Quantization"
 (examples with 256×128 and 128×128 tiles on the 108-SM A100). Not modelled: split-K
 and stream-K kernels, which lessen the loss for small m·n with large k, so such
-GEMMs come out pessimistic. A CPU (``sm_count == 0``) has no waves: η = gemm_eff.
+GEMMs come out pessimistic. A CPU (``kind == "cpu"``, or ``sm_count == 0``) has no waves:
+η = gemm_eff.
 
 GEMM bytes: read A (m×k) and B (k×n), write C (m×n), each once. fp8 GEMMs read fp8
 inputs and write a bf16 output (Transformer Engine's convention).
@@ -40,13 +43,17 @@ import math
 from ..errors import Infeasible
 
 # Bytes per element: a property of the number format, not of the hardware.
-DTYPE_BYTES = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
+DTYPE_BYTES = {"fp64": 8, "fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
 
 # Output tiles (rows, cols) a GEMM kernel may use; see the module docstring.
 GEMM_TILES = ((256, 128), (128, 256), (128, 128))
+# A dimension smaller than a tile edge gets a narrower kernel (cuBLAS ships small-N/M kernels):
+# the edge shrinks to the next power of two, but not below 16, the m16n8k16 tensor-core
+# instruction's edge (PTX ISA, "Warp-level matrix multiply-accumulate instructions").
+MIN_TILE = 16
 
 # FlashAttention backward runs 5 matmuls of the forward's size (S = QK^T recomputed,
-# dV, dP, dQ, dK) against the forward's 2: 2.5x the FLOPs. Dao 2023, FlashAttention-2, §3.1.2.
+# dV, dP, dQ, dK) against the forward's 2: 2.5x the FLOPs. Dao 2023, FlashAttention-2, §4.1 (FLOP count).
 FLASH_BWD_FLOP_RATIO = 2.5
 
 # Unfused attention streams the (b, heads, s, s) score tensor through memory: softmax
@@ -67,19 +74,25 @@ def gemm_efficiency(device, m: int, n: int, dtype: str, batch: int = 1) -> float
     0.50463
     """
     eff = device.gemm_eff_for(dtype)
-    if device.sm_count == 0:
+    if device.kind == "cpu" or device.sm_count == 0:
         return eff
     return eff * max(_quantization(m, n, batch, tm, tn, device.sm_count) for tm, tn in GEMM_TILES)
 
 
 def _quantization(m, n, batch, tm, tn, sms):
-    """η_tile · η_wave for one tile shape."""
+    """η_tile · η_wave for one tile shape, its edges narrowed for thin matrices."""
+    tm, tn = _narrow(tm, m), _narrow(tn, n)
     tiles_m, tiles_n = math.ceil(m / tm), math.ceil(n / tn)
     tiles = tiles_m * tiles_n * batch
     waves = math.ceil(tiles / sms)
     tile_eff = (m * n) / (tiles_m * tm * tiles_n * tn)
     wave_eff = tiles / (waves * sms)
     return tile_eff * wave_eff
+
+
+def _narrow(tile, dim):
+    """Tile edge for a dimension: the next power of two >= dim, between MIN_TILE and tile."""
+    return min(tile, max(MIN_TILE, 1 << max(0, math.ceil(math.log2(max(dim, 1))))))
 
 
 def gemm_time_s(device, m: int, n: int, k: int, dtype: str, batch: int = 1) -> float:
@@ -133,7 +146,7 @@ def attention_flops(batch: int, heads: int, seq: int, head_dim: int, causal: boo
     """Forward FLOPs of softmax(QK^T)V: 4·b·heads·s²·d (QK^T and PV, 2·s²·d each).
 
     Halved when ``causal`` and the kernel skips the fully masked blocks, as FlashAttention-2
-    does (Dao 2023, §3.1.1 "Causal masking": about half the blocks are skipped).
+    does (Dao 2023, FlashAttention-2, §3.1.1 and the FLOP count of §4.1).
 
     >>> attention_flops(1, 1, 4, 2)             # 4 * 1 * 1 * 16 * 2
     128.0
@@ -237,19 +250,17 @@ def transformer_layer_times(device, *, micro_batch: int, seq: int, hidden: int, 
     Shapes on a rank (b micro-batch, s sequence, h hidden, a heads, g kv heads, d = h/a,
     f ffn_hidden, t tensor-parallel degree; Megatron column/row-parallel split):
 
-    ========== ================================ ===================================
-    part       forward                          backward
-    ========== ================================ ===================================
-    qkv        GEMM m=b·s, k=h, n=(h + 2·g·d)/t dgrad (m, k, n) + wgrad (k, n, m)
-    attention  flash, a/t heads                 2.5× forward FLOPs (flash)
-    proj       GEMM m=b·s, k=h/t, n=h           as qkv
-    mlp        fc1 n = f/t (2f/t gated), k=h;   as qkv, for both GEMMs
-               fc2 k = f/t, n=h
-    elementwise 2 layer norms, 2 bias-dropout-  the same kernels' backward
-               adds on b·s rows (b·s/t with
-               sequence parallelism), the
-               activation on b·s × f/t
-    ========== ================================ ===================================
+    * qkv: GEMM m = b·s, k = h, n = (a + 2g)·d/t
+    * attention: flash attention over a/t heads (:func:`attention_time_s`)
+    * proj: GEMM m = b·s, k = h/t, n = h
+    * mlp: fc1 m = b·s, k = h, n = f/t (2f/t gated: gate and up fused); fc2 k = f/t, n = h
+    * elementwise: 2 layer norms and 2 bias-dropout-adds on b·s rows of h (b·s/t rows
+      with sequence parallelism), the activation on b·s × f/t (:func:`memory_time_s`)
+
+    Backward: each GEMM (m, n, k) becomes its data gradient (m, k, n) and weight gradient
+    (k, n, m), the same FLOPs twice but quantized on their own shapes; attention
+    :func:`attention_bwd_time_s` (2.5× the forward FLOPs); the elementwise kernels'
+    backward (byte counts beside ``_LN_PASSES``).
 
     With g < t the key/value heads are replicated (one per rank), as in Megatron-LM.
     ``dtype`` "fp8" runs the GEMMs at the fp8 peak and everything else in bf16.

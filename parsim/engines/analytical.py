@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from ..cost import memory
 from ..models import transformer as tfm
+from ..parallel.lower import grad_buckets
 from ..parallel.workload import StepCosts, step_costs
 from ..result import Prediction
 from ..scenario import Scenario
@@ -46,13 +47,21 @@ def pipeline_time_s(sc: Scenario, stage_T: list[float]) -> float:
     return m * t_max + (sum(stage_T) - t_max) / v
 
 
+def pipeline_sends_s(sc: Scenario, costs: StepCosts) -> float:
+    """Sends on the fill-and-drain path: 2·(p·v - 1) boundaries, forward and back."""
+    p = sc.parallel
+    return 2 * (p.pp * p.vpp - 1) * costs.p2p_s if p.pp > 1 else 0.0
+
+
 def gradient_sync_exposed_s(sc: Scenario, t_sync: float, t_backward: float, buckets: int) -> float:
-    """Exposed gradient sync: all of it, or what outlasts the last backward pass."""
+    """Exposed gradient sync with b buckets, each reduced as soon as its 1/b of the
+    last backward pass is done, one after another: the last bucket ends
+    max(t_sync/b, t_sync - t_backward·(b-1)/b) after the backward pass."""
     if t_sync <= 0:
         return 0.0
     if not sc.training.overlap_grad_reduce:
         return t_sync
-    return max(t_sync / buckets, t_sync - t_backward)
+    return max(t_sync / buckets, t_sync - t_backward * (buckets - 1) / buckets)
 
 
 def run(sc: Scenario, device, cluster) -> Prediction:
@@ -68,16 +77,18 @@ def compose(sc: Scenario, device, cluster, costs: StepCosts, engine: str = "anal
     stage_T = [c + tp for c, tp, _, _ in st]
     k = max(range(p.pp), key=lambda i: stage_T[i])
     pipe = pipeline_time_s(sc, stage_T)
-    pp_s = 2 * (p.pp * p.vpp - 1) * costs.p2p_s if p.pp > 1 else 0.0
+    pp_s = pipeline_sends_s(sc, costs)
     # what follows the last backward, per stage; the slowest stage sets the step
     tails = []
+    nb = grad_buckets(costs)
     for i in range(p.pp):
-        sync = gradient_sync_exposed_s(sc, costs.grad_sync_s[i], st[i][3], costs.buckets)
+        last_bwd = costs.chunks[i].bwd_s + costs.chunks[i].tp_bwd_s  # chunk 0 ends the stage
+        sync = gradient_sync_exposed_s(sc, costs.grad_sync_s[i], last_bwd, nb)
         if costs.grad_sync_kind == "ps" and p.ps_mode == "async":
             sync = max(0.0, costs.grad_sync_s[i] - m * stage_T[i])   # hidden behind the next step
         gather = costs.param_gather_s[i]
         if t.overlap_param_gather:
-            gather = gather / costs.buckets
+            gather = gather / nb
         z3 = m * max(0.0, costs.zero3_gather_s[i] - st[i][0]) if costs.zero3_gather_s[i] else 0.0
         tails.append((sync + gather + z3 + costs.optimizer_s[i], sync + gather + z3,
                       costs.optimizer_s[i]))
@@ -89,8 +100,8 @@ def compose(sc: Scenario, device, cluster, costs: StepCosts, engine: str = "anal
     step = pipe + pp_s + tails[j][0]
     comm = {"dp": 0.0, "tp": tp_s, "pp": pp_s, "ps": 0.0}
     comm[costs.grad_sync_kind] = sync_s
-    return _prediction(sc, device, cluster, engine, step, compute_s, bubble_s, comm, opt_s,
-                       costs.grad_sync_algorithm, notes)
+    return prediction(sc, device, engine, step, compute_s, bubble_s, comm, opt_s,
+                      costs.grad_sync_algorithm, notes)
 
 
 def _flops(sc: Scenario):
@@ -101,8 +112,9 @@ def _flops(sc: Scenario):
     return f, f
 
 
-def _prediction(sc, device, cluster, engine, step, compute_s, bubble_s, comm, opt_s, algorithm,
-                notes) -> Prediction:
+def prediction(sc, device, engine, step, compute_s, bubble_s, comm, opt_s, algorithm,
+               notes=()) -> Prediction:
+    """Assemble a Prediction from a step time and its breakdown (both engines)."""
     t, p = sc.training, sc.parallel
     n = p.world
     model_f, hw_f = _flops(sc)

@@ -3,12 +3,13 @@
 A *replica* is a connected component of ranks linked by every op except the
 data-parallel collectives (category ``dp`` or ``ps``), which are the only ops that
 cross replicas. When every replica has the same ranks doing the same ops in the
-same order (kinds, streams, durations, sizes, algorithms, local rank pattern,
-dependencies), one replica is enough: its ranks run, each of its network ops
+same order (kinds, stream names, durations, sizes, algorithms, local rank
+pattern, dependencies), one replica is enough: its ranks run, each of its network ops
 carries the same transfer for every replica at once (one lock-step flow group, so
 the other replicas' traffic loads the shared links), and the cross-replica
 collectives run on their whole group. Every op of another replica then starts and
-ends when its counterpart in replica 0 does.
+ends when its counterpart in replica 0 does. Stream names must therefore not
+contain rank numbers (``"pp s0->s1"``, not ``"pp 8->9"``).
 """
 from __future__ import annotations
 
@@ -60,42 +61,63 @@ def _components(program: Program) -> list[list[int]]:
     return sorted(comps.values())
 
 
-def _same(a, b, local_a, local_b) -> bool:
-    if (a.kind, a.stream, a.duration_s, a.coll, a.algorithm, a.size_bytes, a.category) != \
-            (b.kind, b.stream, b.duration_s, b.coll, b.algorithm, b.size_bytes, b.category):
-        return False
-    if is_cross(a):
-        return a.id == b.id
-    return [local_a.get(r) for r in a.ranks] == [local_b.get(r) for r in b.ranks]
+def _shapes(program: Program, local: list[int]) -> np.ndarray:
+    """An id per op equal for ops that match across replicas (cross ops: themselves)."""
+    ids: dict = {}
+    out = np.empty(len(program.ops), dtype=np.int64)
+    for op in program.ops:
+        who = ("cross", op.id) if is_cross(op) else tuple(local[r] for r in op.ranks)
+        key = (op.kind, op.stream, op.duration_s, op.coll, op.algorithm, op.size_bytes,
+               op.category, who)
+        out[op.id] = ids.setdefault(key, len(ids))
+    return out
 
 
-def find_replicas(program: Program) -> Replicas | None:
-    """Fold the program onto replica 0, or None when it has no symmetric replicas."""
+def _same_deps(program: Program, op_rep: np.ndarray) -> bool:
+    """Every op's dependencies, mapped to replica 0, are its counterpart's."""
+    n = len(program.ops)
+    src = np.fromiter((op.id for op in program.ops for _ in op.deps), dtype=np.int64)
+    dep = np.fromiter((d for op in program.ops for d in op.deps), dtype=np.int64)
+    if not len(src):
+        return True
+    own = np.unique(src * n + op_rep[dep])                       # (op, mapped dep) sets
+    mapped = np.unique(op_rep[own // n] * n + own % n)           # ... moved to replica 0
+    rep_ops = op_rep[src] == src
+    theirs = np.unique(src[rep_ops] * n + op_rep[dep[rep_ops]])  # replica 0's own sets
+    count = np.bincount(own // n, minlength=n)
+    return (len(mapped) == len(theirs) and bool((mapped == theirs).all())
+            and bool((count == count[op_rep]).all()))
+
+
+def find_replicas(program: Program, streams: dict | None = None) -> Replicas | None:
+    """Fold the program onto replica 0, or None when it has no symmetric replicas.
+
+    ``streams`` is ``program.streams()`` when the caller has it already.
+    """
     comps = _components(program)
     if len(comps) < 2 or any(len(c) != len(comps[0]) for c in comps):
         return None
+    local = [0] * program.num_ranks
+    for c in comps:
+        for i, r in enumerate(c):
+            local[r] = i
+    shape = _shapes(program, local)
     by_rank: dict[int, dict[str, list[int]]] = {}
-    for (q, s), ids in program.streams().items():
+    for (q, s), ids in (streams if streams is not None else program.streams()).items():
         by_rank.setdefault(q, {})[s] = ids
     op_rep = np.arange(len(program.ops))
-    locals_ = [{r: i for i, r in enumerate(c)} for c in comps]
-    for j, comp in enumerate(comps[1:], start=1):
+    for comp in comps[1:]:
         for i, r in enumerate(comp):
-            rep = comps[0][i]
-            mine, theirs = by_rank.get(r, {}), by_rank.get(rep, {})
+            mine, theirs = by_rank.get(r, {}), by_rank.get(comps[0][i], {})
             if mine.keys() != theirs.keys():
                 return None
             for s, ids in mine.items():
-                if len(ids) != len(theirs[s]):
+                a, b = np.asarray(ids), np.asarray(theirs[s])
+                if len(a) != len(b) or not (shape[a] == shape[b]).all():
                     return None
-                for a, b in zip(ids, theirs[s]):
-                    if not _same(program.ops[a], program.ops[b], locals_[j], locals_[0]):
-                        return None
-                    op_rep[a] = b
-    for op in program.ops:                     # dependencies must match too
-        rep = program.ops[op_rep[op.id]]
-        if sorted({int(op_rep[d]) for d in op.deps}) != sorted({int(op_rep[d]) for d in rep.deps}):
-            return None
+                op_rep[a] = b
+    if not _same_deps(program, op_rep):
+        return None
     copies = {r: tuple(c[i] for c in comps) for i, r in enumerate(comps[0])}
     cross = frozenset(op.id for op in program.ops if is_cross(op))
     return Replicas(len(comps), tuple(comps[0]), copies, op_rep, cross)

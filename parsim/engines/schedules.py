@@ -62,7 +62,8 @@ def pipeline_program(schedule: str, p: int, m: int, v: int, t_f_s: float, t_b_s:
 
     ``t_f_s``/``t_b_s`` are one microbatch's forward/backward time on one stage (each
     chunk takes 1/v of it); activations and gradients of ``act_bytes`` are sent
-    between stages on a stream per direction (``"pp a->b"``).
+    between stages on a stream per stage pair (``"pp s0->s1"``), named by stage so
+    that every data-parallel replica has the same streams.
     """
     ranks = list(stage_ranks) if stage_ranks is not None else list(range(p))
     orders = pipeline_order(schedule, p, m, v)
@@ -87,7 +88,7 @@ def pipeline_program(schedule: str, p: int, m: int, v: int, t_f_s: float, t_b_s:
                 deps = [ids[prod]] if prod is not None else []
                 if prod is not None and prod[2] % p != s:
                     a, b = ranks[prod[2] % p], ranks[s]
-                    deps = [prog.add(SEND, [a, b], f"pp {a}->{b}",
+                    deps = [prog.add(SEND, [a, b], f"pp s{prod[2] % p}->s{s}",
                                      f"send {phase} mb{mb} vs{prod[2]}->{vs}", deps=deps,
                                      size_bytes=act_bytes, category="pp",
                                      meta=(("microbatch", mb), ("phase", phase)))]

@@ -93,7 +93,12 @@ def ring_all_gather_steps(n: int, first_round: int = 0) -> Schedule:
 
 
 def ring_steps(n: int) -> Schedule:
-    """Ring all-reduce: reduce-scatter then all-gather, n chunks, 2(n-1) rounds."""
+    """Ring all-reduce: reduce-scatter then all-gather, n chunks, 2(n-1) rounds.
+
+    >>> s = ring_steps(3)
+    >>> s.rounds, len(s.steps), s.steps[0]
+    (4, 12, Step(round=0, src=0, dst=1, chunks=(2,), op='reduce'))
+    """
     rs = ring_reduce_scatter_steps(n).steps
     ag = ring_all_gather_steps(n, first_round=n - 1).steps
     return Schedule("ring", n, n, rs + ag)
@@ -238,7 +243,14 @@ def deliver(bufs, step: Step, payload, bounds) -> None:
 
 def apply_steps(bufs, sched: Schedule, on_step=None) -> list[np.ndarray]:
     """Run ``sched`` on flat 1-D buffers (modified in place and returned), round by round:
-    all payloads of a round are read before any is delivered."""
+    all payloads of a round are read before any is delivered.
+
+    >>> import numpy as np
+    >>> apply_steps([np.array([1., 2.]), np.array([10., 20.])], ring_steps(2))
+    [array([11., 22.]), array([11., 22.])]
+    """
+    if any(np.ndim(b) != 1 for b in bufs):
+        raise ValueError("apply_steps works on flat 1-D buffers; pass a.reshape(-1)")
     bounds = chunk_bounds(len(bufs[0]), sched.n_chunks)
     by_round: dict[int, list[Step]] = {}
     for s in sched.steps:

@@ -42,7 +42,9 @@ class LMConfig:
         return self.d_ff or 4 * self.d_model
 
 
-BLOCK_PARAMS = ("ln1_g", "ln1_b", "Wq", "bq", "Wk", "bk", "Wv", "bv", "Wo", "bo",
+# No key bias: it adds q·b_k to a whole row of scores, which softmax ignores, so its gradient
+# is exactly zero and Adam would turn rounding noise into steps of size lr.
+BLOCK_PARAMS = ("ln1_g", "ln1_b", "Wq", "bq", "Wk", "Wv", "bv", "Wo", "bo",
                 "ln2_g", "ln2_b", "W1", "b1", "W2", "b2")
 
 
@@ -56,7 +58,7 @@ def init_lm(cfg: LMConfig, rng: np.random.Generator, dtype=np.float64) -> dict[s
         for name, shape in shapes.items():
             s = res_std if name in ("Wo", "W2") else std
             p[f"h{l}.{name}"] = rng.standard_normal(shape) * s
-        for name, n in (("bq", d), ("bk", d), ("bv", d), ("bo", d), ("b1", f), ("b2", d)):
+        for name, n in (("bq", d), ("bv", d), ("bo", d), ("b1", f), ("b2", d)):
             p[f"h{l}.{name}"] = np.zeros(n)
         for ln in ("ln1", "ln2"):
             p[f"h{l}.{ln}_g"], p[f"h{l}.{ln}_b"] = np.ones(d), np.zeros(d)
@@ -159,7 +161,7 @@ def attn_core_fwd(h, p, n_heads):
     With tensor parallelism ``p`` holds this rank's heads: Wq/Wk/Wv (d, d/t) columns,
     Wo (d/t, d) rows; the sum over ranks of the returned arrays is the full output."""
     q = linear_fwd(h, p["Wq"], p["bq"])                                  # (b, T, d/t)
-    k = linear_fwd(h, p["Wk"], p["bk"])
+    k = linear_fwd(h, p["Wk"])
     v = linear_fwd(h, p["Wv"], p["bv"])
     a, att = attention_fwd(q, k, v, n_heads)                             # (b, T, d/t)
     return linear_fwd(a, p["Wo"]), (h, a, att)
@@ -173,7 +175,9 @@ def attn_core_bwd(dz, cache, p):
     dq, dk, dv = attention_bwd(da, att)
     dh = 0.0
     for name, dt in (("q", dq), ("k", dk), ("v", dv)):
-        dhi, g[f"W{name}"], g[f"b{name}"] = linear_bwd(dt, h, p[f"W{name}"])
+        dhi, g[f"W{name}"], db = linear_bwd(dt, h, p[f"W{name}"])
+        if name != "k":
+            g[f"b{name}"] = db
         dh = dh + dhi
     return dh, g
 

@@ -49,6 +49,9 @@ class StepCosts:
     zero3_gather_s: tuple[float, ...]   # per stage per micro-batch: ZeRO-3 fwd+bwd gathers
     optimizer_s: tuple[float, ...]      # per stage
     buckets: int
+    params: tuple[float, ...] = ()      # per stage, per device (after TP/EP splits)
+    grad_bytes: int = 4                 # bytes per gradient element on the wire
+    weight_bytes: int = 2               # bytes per weight on the wire (ZeRO gathers)
 
 
 def _compute_dtype(sc: Scenario) -> str:
@@ -181,4 +184,4 @@ def step_costs(sc: Scenario, device, cluster) -> StepCosts:
         opt.append(compute.memory_time_s(device, touched))
     buckets = max(1, int(max(params) * g_bytes // t.bucket_size))
     return StepCosts(chunks, p2p_bytes, p2p_s, tuple(sync), kind, alg, tuple(gather), tuple(z3),
-                     tuple(opt), buckets)
+                     tuple(opt), buckets, tuple(params), g_bytes, w_bytes)

@@ -5,7 +5,9 @@ from ..result import CollectivePrediction, Prediction
 
 
 def fmt_time(s: float) -> str:
-    """>>> fmt_time(0.0123)
+    """Seconds with a readable unit.
+
+    >>> fmt_time(0.0123)
     '12.30 ms'
     """
     if s >= 1:
@@ -16,7 +18,9 @@ def fmt_time(s: float) -> str:
 
 
 def fmt_bytes(b: float) -> str:
-    """>>> fmt_bytes(80 * 2**30)
+    """Bytes with a binary unit.
+
+    >>> fmt_bytes(80 * 2**30)
     '80.00 GiB'
     """
     for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):

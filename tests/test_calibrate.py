@@ -1,0 +1,204 @@
+"""parsim.calibrate: TOML writer, alpha-beta fits, profile reading, and a small real run."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import os
+import sys
+import tomllib
+
+import numpy as np
+import pytest
+
+from parsim.calibrate import cli, session
+from parsim.calibrate.fit import fit_alpha_beta, fit_piecewise
+from parsim.calibrate.profile import load_profile
+from parsim.calibrate.toml_write import dumps, write_atomic
+from parsim.errors import ScenarioError
+
+SIZES = [1024 * 4**e for e in range(9)]            # 1 KiB .. 64 MiB, the calibrate grid
+
+
+# --- TOML writer ---------------------------------------------------------------------------
+
+def test_toml_round_trips_through_tomllib():
+    data = {
+        "meta": {"host": "vm \"quoted\" \\ back\tslash\n", "unicode": "µs — ü", "ctl": "\x01\x7f",
+                 "date": dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc),
+                 "day": dt.date(2025, 1, 2), "ok": True, "n": -3, "big": 2**62,
+                 "noise": {"spread": 0.25, "nested": {"deep": [1, 2]}}},
+        "odd keys": {"a.b": 1, "": 2, "ünï": 3, "with space": [1.5, "x", [2, 3]]},
+        "floats": {"tiny": 1e-300, "huge": 1.7976931348623157e308, "third": 1 / 3,
+                   "inf": math.inf, "ninf": -math.inf, "int_like": 3.0, "np": np.float64(0.1),
+                   "np_int": np.int64(7)},
+        "empty": {}, "empty_list": [],
+        "inline": [{"a": 1, "b": {"c": 2}}, {}],
+        "collective": [
+            {"op": "all_reduce", "size_bytes": [1024, 4096], "ci": {"alpha_s": [1e-6, 2e-6]},
+             "segment": [{"alpha_s": 1e-3, "bw_Bps": math.inf}, {"alpha_s": 0.0, "bw_Bps": 1e9}]},
+            {"op": "broadcast", "size_bytes": [], "ci": {}},
+        ],
+    }
+    back = tomllib.loads(dumps(data))
+    expected = dict(data)
+    expected["floats"] = dict(data["floats"], np=0.1, np_int=7)
+    assert back == expected
+    assert math.isnan(tomllib.loads(dumps({"x": math.nan}))["x"])
+
+
+def test_toml_refuses_none_naming_the_key():
+    with pytest.raises(TypeError, match="meta.driver"):
+        dumps({"meta": {"driver": None}})
+
+
+def test_write_atomic_replaces_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text("old")
+    write_atomic(path, {"a": 1})
+    assert tomllib.loads(path.read_text()) == {"a": 1}
+    assert os.listdir(tmp_path) == ["p.toml"]
+
+
+# --- fits ----------------------------------------------------------------------------------
+
+def test_relative_fit_recovers_alpha_and_beta_to_one_percent():
+    alpha_s, bw_Bps = 1.5e-3, 2.5e9                  # gloo-like: 1.5 ms, 2.5 GB/s
+    rng = np.random.default_rng(7)
+    times = [(alpha_s + s / bw_Bps) * (1 + rng.uniform(-0.005, 0.005)) for s in SIZES]
+    fit = fit_alpha_beta(SIZES, times)
+    assert fit.alpha_s == pytest.approx(alpha_s, rel=0.01)
+    assert fit.bw_Bps == pytest.approx(bw_Bps, rel=0.01)
+    assert fit.ci_alpha_s[0] <= alpha_s <= fit.ci_alpha_s[1]
+    assert fit.ci_bw_Bps[0] <= bw_Bps <= fit.ci_bw_Bps[1]
+    assert fit.rel_err < 0.01 and len(fit.residuals) == len(SIZES)
+
+
+def test_relative_fit_keeps_small_messages_that_least_squares_loses():
+    """Plain least squares has R² ≈ 1 yet misses 1 KiB by orders of magnitude."""
+    alpha_s, bw_Bps = 20e-6, 1e9
+    times = np.array([alpha_s + s / bw_Bps for s in SIZES])
+    times[-1] *= 1.10                                 # one slow large point bends the line
+    beta_ls, alpha_ls = np.polyfit(SIZES, times, 1)
+    ls_err_1k = abs(alpha_ls + SIZES[0] * beta_ls - times[0]) / times[0]
+    fit = fit_alpha_beta(SIZES, times)
+    assert ls_err_1k > 10                             # least squares: > 1000 % off at 1 KiB
+    assert abs(fit.time_s(SIZES[0]) - times[0]) / times[0] < 0.10
+
+
+def test_piecewise_fit_finds_flat_bandwidth_and_slow_regions():
+    def truth(s):
+        if s <= 16 * 1024:
+            return 1e-3                               # flat: latency only
+        if s <= 2**20:
+            return 1e-3 + s / 4e9
+        return 1e-3 + s / 1e9                         # past the caches: slower
+    segments = fit_piecewise(SIZES, [truth(s) for s in SIZES])
+    # The flat part is the bandwidth segment's α (16 KiB / 4 GB/s = 4 µs << 1 ms): two lines
+    assert len(segments) == 2
+    assert (segments[0].min_bytes, segments[0].max_bytes) == (1024, 2**20)
+    assert segments[0].alpha_s == pytest.approx(1e-3, rel=0.01)
+    assert segments[0].bw_Bps == pytest.approx(4e9, rel=0.05)
+    assert segments[1].bw_Bps == pytest.approx(1e9, rel=0.01)
+    assert max(seg.rel_err for seg in segments) < 0.01
+    assert len(fit_piecewise(SIZES, [1e-3 + s / 1e9 for s in SIZES])) == 1   # straight: one
+
+
+# --- profile reading -----------------------------------------------------------------------
+
+def _write_profile(tmp_path, collective=None, device=None):
+    alpha_s, bw_Bps = 1e-3, 1e9
+    sizes = [1024, 65536, 4 * 2**20]
+    data = {"meta": {"host": "test"},
+            "device": device or {"base": "cpu", "peak_flops": {"fp32": "100 GFLOPS"},
+                                 "mem_bw_Bps": "10 GB/s", "launch_s": "1 us"},
+            "gemm": [{"m": 128, "n": 128, "k": 128, "dtype": "fp32", "time_s": 1e-4,
+                      "flops_per_s": 4e10, "spread": 0.1},
+                     {"m": 1024, "n": 1024, "k": 1024, "dtype": "fp32", "time_s": 2e-2,
+                      "flops_per_s": 1e11, "spread": 0.1}],
+            "collective": [collective or {
+                "backend": "gloo", "op": "all_reduce", "ranks": 2, "size_bytes": sizes,
+                "time_s": [alpha_s + s / bw_Bps for s in sizes], "alpha_s": alpha_s,
+                "bw_Bps": bw_Bps}]}
+    path = tmp_path / "profile.toml"
+    write_atomic(path, data)
+    return path
+
+
+def test_profile_interpolates_and_extrapolates(tmp_path):
+    prof = load_profile(_write_profile(tmp_path))
+    assert prof.device["mem_bw_Bps"] == 10e9 and prof.device["launch_s"] == 1e-6
+    assert prof.collective_time_s("all_reduce", 2, 65536) == pytest.approx(1e-3 + 65536 / 1e9, rel=1e-12)
+    between = prof.collective_time_s("allreduce", 2, 2**20)
+    assert 1e-3 + 65536 / 1e9 < between < 1e-3 + 4 * 2**20 / 1e9
+    assert prof.collective_time_s("all-reduce", 2, 2**30) == pytest.approx(1e-3 + 2**30 / 1e9, rel=1e-9)
+    assert prof.collective_time_s("all_reduce", 4, 2**20) is None
+    assert prof.collective_time_s("broadcast", 2, 2**20) is None
+    assert prof.gemm_flops_per_s(1024, 1024, 1024, "float32") == 1e11
+    assert 4e10 < prof.gemm_flops_per_s(512, 512, 512) < 1e11
+    assert prof.gemm_flops_per_s(8192, 8192, 8192) == pytest.approx(1e11, rel=0.01)
+    assert prof.gemm_flops_per_s(128, 128, 128, "bf16") is None
+
+
+def test_profile_errors_name_file_and_key(tmp_path):
+    with pytest.raises(ScenarioError, match=r"cluster.profile: profile '.*nope.toml' not found"):
+        load_profile(tmp_path / "nope.toml", file_key="cluster.profile")
+    bad_op = {"backend": "gloo", "op": "allreduse", "ranks": 2, "size_bytes": [1, 2],
+              "time_s": [1.0, 2.0], "alpha_s": 0.0, "bw_Bps": 1.0}
+    with pytest.raises(ScenarioError, match=r"profile.toml: collective\[0\].op: .*did you mean 'all_reduce'"):
+        load_profile(_write_profile(tmp_path, collective=bad_op))
+    with pytest.raises(ScenarioError, match=r"device.mem_bw: unknown field; did you mean 'mem_bw_Bps'"):
+        load_profile(_write_profile(tmp_path, device={"mem_bw": 1e9}))
+    with pytest.raises(ScenarioError, match=r"device.launch_s"):
+        load_profile(_write_profile(tmp_path, device={"launch_s": "fast"}))
+
+
+# --- a real run ----------------------------------------------------------------------------
+
+def test_calibrate_end_to_end_with_two_gloo_processes(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "cpu.toml"
+    opts = session.Options(output=str(out), grid="tiny", quiet=True, ranks=2, repeats=2,
+                           backend="gloo")
+    written = session.calibrate(opts)
+    prof = load_profile(out)
+    assert prof.meta["host"] and prof.meta["comm_backend"] == "gloo"
+    assert "comm_skipped" not in prof.meta
+    assert prof.device["base"] == "cpu" and prof.device["peak_flops"]["fp32"] > 1e8
+    assert prof.device["mem_bw_Bps"] > 1e8 and 0 < prof.device["launch_s"] < 1e-3
+    assert {(c.op, c.ranks) for c in prof.collectives} == {
+        (op, 2) for op in ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "send_recv")}
+    for c in prof.collectives:
+        assert list(c.size_bytes) == list(session.SIZES["tiny"])
+        assert all(1e-6 < t < 1.0 for t in c.time_s)       # loopback gloo: µs .. ms
+        assert prof.collective_time_s(c.op, 2, c.size_bytes[1]) == pytest.approx(c.time_s[1], rel=1e-9)
+    row = written["gemm"][0]
+    assert prof.gemm_flops_per_s(row["m"], row["n"], row["k"], row["dtype"]) == pytest.approx(row["flops_per_s"])
+
+
+def test_missing_torch_skips_communication_with_a_message(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch", None)           # `import torch` now raises
+    monkeypatch.setattr(session, "_has_mpi4py", lambda: False)
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["-o", str(tmp_path / "p.toml"), "--quiet"])
+    monkeypatch.setattr(cli, "options_from_args",
+                        lambda a: session.Options(output=a.output, grid="tiny", quiet=True))
+    assert cli.run(args) == 1
+    captured = capsys.readouterr()
+    assert "torch is not installed: communication not measured" in captured.err
+    assert "communication skipped" in captured.out
+    prof = load_profile(tmp_path / "p.toml")
+    assert prof.collectives == () and "torch is not installed" in prof.meta["comm_skipped"]
+    assert prof.device["peak_flops"]["fp64"] > 1e8
+
+
+def test_cli_options():
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["-o", "x.toml", "--quick", "--ranks", "4", "--backend", "gloo",
+                              "--repeats", "3"])
+    opts = cli.options_from_args(args)
+    assert (opts.grid, opts.ranks, opts.backend, opts.repeats) == ("quick", 4, "gloo", 3)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--quick"])                          # -o is required
