@@ -12,6 +12,11 @@ analytical backend (25-28 s).
 
     python benchmarks/bench_des.py            # 256 and 1024, both network modes
     python benchmarks/bench_des.py --quick    # lockstep only
+    python benchmarks/bench_des.py --models   # also whole training steps (lowered scenarios)
+
+``--models`` lowers GPT-3 175B on 1024 A100 (scenarios/gpt3-175b-1024-a100.toml) and
+Llama-3 405B on 16,384 H100 (TP8 PP16 DP128, the Llama 3 paper's layout, 2048
+sequences per step) into Programs and simulates one step, reduced to one DP replica.
 """
 from __future__ import annotations
 
@@ -40,9 +45,58 @@ def bench(ranks: int, network: str) -> dict:
             "closed_form_s": closed}
 
 
+LLAMA3_405B = {
+    "name": "Llama-3 405B, 16384 x H100, TP8 PP16 DP128 (Llama 3 paper, sec. 3.3)",
+    "model": {"preset": "llama3-405b"},
+    "training": {"global_batch": 2048, "micro_batch": 1, "precision": "bf16",
+                 "optimizer": "adam", "recompute": "selective"},
+    "parallel": {"dp": 128, "tp": 8, "pp": 16, "schedule": "1f1b", "sequence_parallel": True,
+                 "zero": 1, "stage_layers": [7] + [8] * 14 + [7]},
+    "cluster": {"topology": "dgx-h100", "gpu": "h100-sxm-80gb", "nodes": 2048,
+                "gpus_per_node": 8},
+}
+
+
+def bench_model(name: str, sc, fidelity: str = "reduced") -> dict:
+    import time
+
+    from parsim.parallel.lower import device_view, lower
+    from parsim.parallel.workload import step_costs
+    from parsim.predict import cluster_for, device_for
+
+    t0 = time.perf_counter()
+    cluster = cluster_for(sc)
+    costs = step_costs(sc, device_for(sc), cluster)
+    prog = lower(sc, costs)
+    t_lower = time.perf_counter() - t0
+    r = run(prog, device_view(sc, cluster), fidelity=fidelity)
+    return {"name": name, "ops": len(prog.ops), "lower_s": t_lower, "wall_s": r.wall_s,
+            "events": r.events, "step_s": r.step_time_s, "fidelity": r.fidelity,
+            "notes": r.notes}
+
+
+def models():
+    from pathlib import Path
+
+    from parsim.scenario import load_scenario, scenario_from_dict
+
+    root = Path(__file__).resolve().parent.parent
+    gpt3 = load_scenario(root / "scenarios" / "gpt3-175b-1024-a100.toml")
+    llama = scenario_from_dict(LLAMA3_405B, file="bench_des.py:LLAMA3_405B")
+    print(f"\n{'step':<28} {'ops':>8} {'lower s':>8} {'DES wall s':>10} {'events':>9} "
+          f"{'fidelity':>8} {'simulated step s':>17}")
+    for name, sc, fid in [("GPT-3 175B, 1024 A100", gpt3, "full"),
+                          ("GPT-3 175B, 1024 A100", gpt3, "reduced"),
+                          ("Llama-3 405B, 16384 H100", llama, "reduced")]:
+        b = bench_model(name, sc, fid)
+        print(f"{b['name']:<28} {b['ops']:>8,} {b['lower_s']:>8.2f} {b['wall_s']:>10.2f} "
+              f"{b['events']:>9,} {b['fidelity']:>8} {b['step_s']:>17.4f}", flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="lockstep runs only")
+    ap.add_argument("--models", action="store_true", help="also simulate whole training steps")
     args = ap.parse_args(argv)
     runs = [(256, "lockstep"), (1024, "lockstep")]
     if not args.quick:
@@ -54,6 +108,8 @@ def main(argv=None):
         print(f"{b['ranks']:>5} {b['network']:>8} {b['wall_s']:>8.2f} {b['events']:>10,} "
               f"{b['events_per_s']:>10,.0f} {b['flows']:>10,.0f} {b['rate_computations']:>6} "
               f"{b['sim_s']:>12.6f} {b['closed_form_s']:>14.6f}", flush=True)
+    if args.models:
+        models()
 
 
 if __name__ == "__main__":

@@ -115,6 +115,7 @@ TRAINING_KEYS = {
     "grad_dtype": (_choice("fp32", "fp16", "bf16"), OPTIONAL),
     "optimizer": (_choice("adam", "sgd"), "adam"),
     "recompute": (_choice("none", "selective", "full"), "none"),
+    "flash_attention": (_bool, True),
     "overlap_grad_reduce": (_bool, True),
     "overlap_param_gather": (_bool, True),
     "bucket_size": (_quantity("bytes"), 40e6),
@@ -183,6 +184,7 @@ class TrainingSpec:
     grad_dtype: str = "fp32"
     optimizer: str = "adam"
     recompute: str = "none"
+    flash_attention: bool = True       # fused attention: no s×s scores kept or re-read
     overlap_grad_reduce: bool = True
     overlap_param_gather: bool = True
     bucket_size: float = 40e6

@@ -64,7 +64,8 @@ def test_ps_incast_bottleneck():
 
 
 GPT3 = {"model": {"preset": "gpt3-175b"},
-        "training": {"global_batch": 1536, "micro_batch": 1, "recompute": "full"},
+        "training": {"global_batch": 1536, "micro_batch": 1, "recompute": "full",
+                     "flash_attention": False},
         "parallel": {"dp": 8, "tp": 8, "pp": 16},
         "cluster": {"topology": "dgx-a100", "gpu": "a100-80gb", "nodes": 128}}
 

@@ -6,7 +6,8 @@ nccl, :class:`MpiComm` for mpi4py). For each group size g (the first g ranks), e
 on every rank. One sample: barrier, then ``inner`` back-to-back operations; the sample is
 the slowest rank's mean time per operation (a collective ends when its last rank does).
 Rank 0 watches foreign CPU use (:class:`noise.CpuMonitor` over the local ranks' pids) and
-tells the group to redo a contaminated round.
+tells the group to run more rounds until ``repeats`` are clean (``2·repeats`` at most);
+it keeps the ``repeats`` least disturbed rounds.
 
 Sizes follow nccl-tests: S is the whole buffer — the all-reduce and broadcast tensor, the
 gathered output of all-gather, the input of reduce-scatter, the message of send/recv
@@ -31,6 +32,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import noise
+from .compute import keep_rounds
 
 OPS = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "send_recv")
 
@@ -239,10 +241,9 @@ def _measure_group(comm, group, g: int, plan: CommPlan, local_pids, tick) -> lis
         inner.append(int(min(max(math.ceil(plan.target_s / max(slowest, 1e-7)), 1), 1000)))
     rng = np.random.default_rng(plan.seed + g)
     monitor = noise.CpuMonitor(local_pids)
-    kept_t, kept_cpu = [], []
-    discarded = kept_dirty = 0
-    foreign = []
-    while len(kept_t) < plan.repeats:
+    kept_t, kept_cpu, foreign = [], [], []
+    more = True
+    while more:
         if comm.rank == 0:
             monitor.start()
         t_round = np.zeros(len(items))
@@ -256,23 +257,23 @@ def _measure_group(comm, group, g: int, plan: CommPlan, local_pids, tick) -> lis
             comm.sync()
             t_round[i] = (time.perf_counter() - t0) / inner[i] * factor
             cpu_round[i] = (time.process_time() - c0) / inner[i] * factor
-        keep = True
-        dirty = False
-        if comm.rank == 0:
-            cores = monitor.stop()
-            foreign.append(cores)
-            dirty = cores is not None and cores > noise.FOREIGN_CORES_MAX
-            keep = not dirty or discarded >= plan.repeats
-        keep = comm.bcast_flag(keep, grp)
-        if not keep:
-            discarded += 1
-            continue
-        kept_dirty += dirty
         kept_t.append(t_round)
         kept_cpu.append(cpu_round)
-        tick(len(items))
-    all_t = comm.gather(np.concatenate(kept_t), grp, g).reshape(g, plan.repeats, len(items))
-    all_cpu = comm.gather(np.concatenate(kept_cpu), grp, g).reshape(g, plan.repeats, len(items))
+        if comm.rank == 0:
+            foreign.append(monitor.stop())
+            clean = sum(c is None or c <= noise.FOREIGN_CORES_MAX for c in foreign)
+            more = clean < plan.repeats and len(kept_t) < 2 * plan.repeats
+        more = comm.bcast_flag(more, grp)
+        if len(kept_t) <= plan.repeats:
+            tick(len(items))
+    n_rounds = len(kept_t)
+    all_t = comm.gather(np.concatenate(kept_t), grp, g).reshape(g, n_rounds, len(items))
+    all_cpu = comm.gather(np.concatenate(kept_cpu), grp, g).reshape(g, n_rounds, len(items))
+    keep = keep_rounds(foreign, plan.repeats) if comm.rank == 0 else list(range(plan.repeats))
+    all_t, all_cpu = all_t[:, keep], all_cpu[:, keep]
+    discarded = n_rounds - len(keep)
+    kept_dirty = sum(1 for r in keep if comm.rank == 0 and foreign[r] is not None
+                     and foreign[r] > noise.FOREIGN_CORES_MAX)
     slowest = all_t.max(axis=0)                              # (repeats, items)
     cpu = np.median(all_cpu, axis=1).max(axis=0)             # busiest rank, per item
     rows = []

@@ -116,11 +116,10 @@ def measure(benches: list[Bench], *, repeats: int, target_s: float = 0.02, sync=
         bench.inner = int(min(max(math.ceil(target_s / one_s), 1), 100_000))
     rng = np.random.default_rng(seed)
     monitor = noise.CpuMonitor()
-    kept = discarded = kept_dirty = 0
-    foreign = []
+    rounds, foreign = [], []
     if progress:
         progress.update(0, repeats * len(benches))
-    while kept < repeats:
+    while sum(_clean(c) for c in foreign) < repeats and len(rounds) < 2 * repeats:
         monitor.start()
         round_samples = {}
         for i in rng.permutation(len(benches)):
@@ -132,20 +131,30 @@ def measure(benches: list[Bench], *, repeats: int, target_s: float = 0.02, sync=
             sync()
             round_samples[i] = (time.perf_counter() - t0) / bench.inner
             if progress:
-                progress.update(kept * len(benches) + len(round_samples))
-        cores = monitor.stop()
-        foreign.append(cores)
-        dirty = cores is not None and cores > noise.FOREIGN_CORES_MAX
-        if dirty and discarded < repeats:
-            discarded += 1
-            continue
-        for i, t in round_samples.items():
+                progress.update(min(len(rounds), repeats - 1) * len(benches) + len(round_samples))
+        rounds.append(round_samples)
+        foreign.append(monitor.stop())
+    keep = keep_rounds(foreign, repeats)
+    for r in keep:
+        for i, t in rounds[r].items():
             benches[i].samples.append(t)
-        kept += 1
-        kept_dirty += dirty
-    return {"rounds": kept + discarded, "discarded_rounds": discarded,
-            "kept_contaminated_rounds": kept_dirty,
+    return {"rounds": len(rounds), "discarded_rounds": len(rounds) - len(keep),
+            "kept_contaminated_rounds": sum(not _clean(foreign[r]) for r in keep),
             "foreign_cores_max": max((c for c in foreign if c is not None), default=0.0)}
+
+
+def _clean(cores) -> bool:
+    return cores is None or cores <= noise.FOREIGN_CORES_MAX
+
+
+def keep_rounds(foreign: list, repeats: int) -> list[int]:
+    """Indices of the ``repeats`` rounds with the least foreign CPU use, in run order.
+
+    >>> keep_rounds([0.0, 1.2, 0.1, 0.9], 2)
+    [0, 2]
+    """
+    order = sorted(range(len(foreign)), key=lambda r: (foreign[r] or 0.0, r))
+    return sorted(order[:repeats])
 
 
 def summarize(benches: list[Bench]) -> dict:

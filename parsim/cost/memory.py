@@ -16,7 +16,8 @@ b micro-batch, h hidden, a heads, t tensor-parallel size:
     selective recompute       s·b·h·(10 + 24/t)   or 34·s·b·h/t with sequence parallel
     full recompute            2·s·b·h             (/t with sequence parallel)
 
-Here the 34 is counted from the shapes (11 attention + 19 MLP + 4 layer norms for
+With fused (flash) attention the s×s terms are never stored (Dao et al. 2022), as
+with selective recompute. Here the 34 is counted from the shapes (11 attention + 19 MLP + 4 layer norms for
 GPT), so GQA (K, V smaller) and gated MLPs (three matrices) follow the same rules.
 Under 1F1B the first stage holds p micro-batches of its l/p layers, so the total is
 l layers' worth whatever p is; interleaving multiplies it by 1 + (p-1)/(p·v);
@@ -53,7 +54,9 @@ def layer_activation_bytes(sc: Scenario, recompute: str | None = None) -> float:
         return 2 * sbh / (t if p.sequence_parallel else 1)
     attention = (7 + 4 * m.kv_heads / a) * sbh
     mlp = 3 * sbh + (6 if m.gated_mlp else 4) * s * b * f
-    scores = 5 * a * s * s * b if recompute == "none" else 0.0
+    # softmax output, dropout mask and output: kept unless recomputed or fused away
+    keep_scores = recompute == "none" and not sc.training.flash_attention
+    scores = 5 * a * s * s * b if keep_scores else 0.0
     total = attention + mlp + 4 * sbh + scores
     if p.sequence_parallel:
         return total / t

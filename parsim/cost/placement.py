@@ -43,12 +43,18 @@ def _pow2_pairs(nodes):
     return steps
 
 
-def ring_params(cluster, ranks):
-    """(B, α) of a ring over ``ranks`` in the given order."""
+@lru_cache(maxsize=8192)
+def _ring_params(cluster, ranks: tuple):
     return _step(cluster, _ring_pairs([cluster.devices[r] for r in ranks]))
 
 
-def _tree_params(cluster, ranks):
+def ring_params(cluster, ranks):
+    """(B, α) of a ring over ``ranks`` in the given order (cached per group)."""
+    return _ring_params(cluster, tuple(ranks))
+
+
+@lru_cache(maxsize=8192)
+def _tree_params(cluster, ranks: tuple):
     nodes = [cluster.devices[r] for r in ranks]
     steps = _pow2_pairs(nodes) or [_ring_pairs(nodes)]
     res = [_step(cluster, s) for s in steps]

@@ -94,8 +94,9 @@ def run(program: Program, cluster, *, fidelity: str = "auto", trace: bool = Fals
     t0 = time.perf_counter()
     notes = []
     reps = None
+    streams = program.streams()
     if fidelity == "reduced" or (fidelity == "auto" and program.num_ranks > FULL_FIDELITY_MAX_RANKS):
-        reps = find_replicas(program)
+        reps = find_replicas(program, streams)
         if reps is None:
             notes.append("no symmetric replicas found: simulated every rank")
         else:
@@ -104,7 +105,7 @@ def run(program: Program, cluster, *, fidelity: str = "auto", trace: bool = Fals
                          f"replicas' traffic is carried on the shared links")
     if program.replicas > 1:
         notes.append(f"program holds 1 of {program.replicas} replicas (reduced at lowering)")
-    sim = _Sim(program, cluster, reps, network, trace)
+    sim = _Sim(program, cluster, reps, network, trace, streams)
     sim.env.run()
     unfinished = [i for i in sim.own_ops if not sim.done[i].processed]
     if unfinished:
@@ -148,18 +149,21 @@ def exposed_s(result: DesResult, program: Program, rank: int, cat: str) -> float
 
 
 def _busy(program, start, end) -> dict:
-    busy = {r: dict.fromkeys(CATEGORIES, 0.0) for r in range(program.num_ranks)}
-    for op in program.ops:
-        dur, cat = float(end[op.id] - start[op.id]), category(op)
-        for r in op.ranks:
-            busy[r][cat] = busy[r].get(cat, 0.0) + dur
-    return busy
+    """Seconds per rank and category: one (rank, category) cell per op and rank."""
+    cats = list(CATEGORIES) + sorted({op.category for op in program.ops} - set(CATEGORIES) - {""})
+    col = {c: i for i, c in enumerate(cats)}
+    rank = np.fromiter((r for op in program.ops for r in op.ranks), dtype=np.int64)
+    op_of = np.fromiter((op.id for op in program.ops for _ in op.ranks), dtype=np.int64)
+    cat = np.array([col[category(op)] for op in program.ops], dtype=np.int64)
+    cells = np.zeros((program.num_ranks, len(cats)))
+    np.add.at(cells, (rank, cat[op_of]), (end - start)[op_of])
+    return {r: dict(zip(cats, map(float, cells[r]))) for r in range(program.num_ranks)}
 
 
 class _Sim:
     """The engine's own state for one run (kept out of the frozen ops)."""
 
-    def __init__(self, program, cluster, reps: Replicas | None, network, trace):
+    def __init__(self, program, cluster, reps: Replicas | None, network, trace, streams):
         self.p, self.cluster, self.reps, self.network = program, cluster, reps, network
         self.env = env = CountingEnvironment()
         self.trace = [] if trace else None
@@ -168,12 +172,12 @@ class _Sim:
         n_ops = len(program.ops)
         self.start = np.full(n_ops, np.nan)
         self.end = np.full(n_ops, np.nan)
-        self.done = [env.event() for _ in range(n_ops)]
         self.arrived = [0] * n_ops
         self._steps_cache: dict = {}
         ranks = set(reps.ranks) if reps else set(range(program.num_ranks))
-        streams = {k: v for k, v in program.streams().items() if k[0] in ranks}
+        streams = {k: v for k, v in streams.items() if k[0] in ranks}
         self.own_ops = sorted({i for ids in streams.values() for i in ids})
+        self.done = {i: env.event() for i in self.own_ops}
         self.need = {i: sum(r in ranks for r in program.ops[i].ranks) for i in self.own_ops}
         rep = reps.op_rep if reps else None
         self.deps = {i: sorted({int(rep[d]) if rep is not None else d

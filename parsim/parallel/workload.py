@@ -66,7 +66,7 @@ def chunk_costs(sc: Scenario, device, cluster, layers: int, first: bool, last: b
         device, micro_batch=b, seq=s, hidden=m.hidden, heads=m.heads, kv_heads=m.kv_heads,
         ffn_hidden=m.ffn_hidden * min(m.experts_per_token, m.num_experts),
         gated_mlp=m.gated_mlp, tp=p.tp, dtype=_compute_dtype(sc),
-        sequence_parallel=p.sequence_parallel)
+        sequence_parallel=p.sequence_parallel, flash=t.flash_attention)
     attn_fwd = lt["parts"].get("attention", 0.0) * p.cp   # ring attention: s/cp queries × s keys
     fwd = lt["fwd_s"] + attn_fwd - lt["parts"].get("attention", 0.0)
     bwd = lt["bwd_s"] + 2.5 * (attn_fwd - lt["parts"].get("attention", 0.0))
