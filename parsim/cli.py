@@ -74,7 +74,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="parsim", description=__doc__.splitlines()[0])
+    ap = _Parser(prog="parsim", description="Predict step time, memory and the best layout "
+                 "of distributed deep-learning training.")
     sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("predict", help="predict step time, breakdown and memory of a scenario")

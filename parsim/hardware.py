@@ -24,6 +24,14 @@ attn_eff
     Fraction of the 16-bit peak a fused flash-attention kernel reaches, or
     ``None`` where no such kernel exists for the device (V100, CPU): attention is
     then charged as unfused GEMMs plus softmax traffic.
+sustained_frac
+    Fraction of the microbenchmark tensor-core rate (``gemm_eff``, ``attn_eff``) that
+    the device sustains inside a training step: GEMMs run back to back for minutes with
+    communication kernels and HBM traffic alongside, under the board power limit, so the
+    SM clock settles below the one a short isolated GEMM loop sees. Memory-bound kernels
+    are not affected (the power cap lowers the SM clock, not the memory clock).
+    :mod:`parsim.parallel.workload` applies it to the tensor-core ops of a training
+    step; :mod:`parsim.cost.compute` prices isolated kernels and does not.
 launch_s
     Fixed per-kernel cost added to every op (launch and ramp-up/tail).
 nvlink_Bps
@@ -69,6 +77,14 @@ _SRC_LAUNCH = ("NVIDIA 'Getting Started with CUDA Graphs' (A. Gray, 2019): back-
 _SRC_FA2 = "Dao 2023, FlashAttention-2 (arXiv:2307.08691): 50-73% of A100 peak; 0.62 is the middle of that range"
 _SRC_FA3 = ("Shah et al. 2024, FlashAttention-3 (arXiv:2407.08608): FA2 reaches 35% of H100 peak, FA3 up to 75% "
             "(740 TFLOP/s bf16); 0.55 is the middle, for the mix of kernels deployed in 2024 stacks")
+_SRC_SUSTAINED_TB = ("Mu Li, mli/transformers-benchmarks, README 'Micro-Benchmarking Summary' and "
+                     "micro_bench.ipynb (torch a @ b on n x n matrices, median of runs over >= 3 s, NGC "
+                     "PyTorch 22.07, CUDA 11.7: the library generation of the 2021-2023 runs)")
+_SRC_HOPPER_CLOCK = ("deepseek-ai/DeepGEMM issue #120 (2025): on Hopper (H800, the H100 SXM die and 700 W "
+                     "limit) overlapping computation with communication exceeds the power limit and the "
+                     "SM clock drops from 1980 to 1575 MHz: 0.795. Judgement: the MAMF loop behind "
+                     "gemm_eff runs GEMMs alone at the full boost clock; every training step in "
+                     "published_runs overlaps NCCL traffic with GEMMs")
 _SRC_NO_FLASH = "FlashAttention supports Turing/Ampere and later (Dao et al. 2022); none for Volta"
 
 
@@ -97,6 +113,7 @@ class Device:
     nvlink_Bps: float = 0.0
     attn_eff: float | None = None
     gemm_eff_by_dtype: dict = field(default_factory=dict)
+    sustained_frac: float = 1.0
     kind: str = "gpu"
     sources: dict = field(default_factory=dict)
 
@@ -219,7 +236,7 @@ def _problem(v: dict):
     for dtype, eff in v["gemm_eff_by_dtype"].items():
         if dtype not in DTYPES or not 0 < eff <= 1:
             return f"gemm_eff_by_dtype[{dtype}] must be an efficiency in (0, 1]"
-    for name in ("gemm_eff", "mem_eff"):
+    for name in ("gemm_eff", "mem_eff", "sustained_frac"):
         if not 0 < v[name] <= 1:
             return f"{name} must be an efficiency in (0, 1]"
     if v["attn_eff"] is not None and not 0 < v["attn_eff"] <= 1:
@@ -282,6 +299,7 @@ _PARSERS = {
     "sm_count": _count,
     "gemm_eff": _number,
     "gemm_eff_by_dtype": _per_dtype(_number),
+    "sustained_frac": _number,
     "mem_eff": _number,
     "attn_eff": _optional_number,
     "launch_s": _unit(parse_time),
@@ -290,12 +308,13 @@ _PARSERS = {
 
 
 def _gpu(name, *, peaks, mem_bytes, mem_bw_Bps, sm_count, gemm_eff, mem_eff, nvlink_Bps,
-         attn_eff, sources, gemm_eff_by_dtype=None, launch_s=3 * US):
+         attn_eff, sources, gemm_eff_by_dtype=None, launch_s=3 * US, sustained_frac=1.0):
     sources = {"launch_s": _SRC_LAUNCH, **sources}
     return Device(name=name, peak_flops=peaks, mem_bytes=mem_bytes, mem_bw_Bps=mem_bw_Bps,
                   sm_count=sm_count, gemm_eff=gemm_eff, mem_eff=mem_eff, launch_s=launch_s,
                   nvlink_Bps=nvlink_Bps, attn_eff=attn_eff,
-                  gemm_eff_by_dtype=gemm_eff_by_dtype or {}, sources=sources)
+                  gemm_eff_by_dtype=gemm_eff_by_dtype or {}, sustained_frac=sustained_frac,
+                  sources=sources)
 
 
 def _v100(name, mem_gib):
@@ -304,6 +323,7 @@ def _v100(name, mem_gib):
         mem_bytes=mem_gib * GiB, mem_bw_Bps=900 * GB_s, sm_count=80,
         # 101 TFLOP/s measured (fp16 cuBLAS, 8192^3, V100 PCIe) / 125 TFLOP/s SXM2 peak = 0.81
         gemm_eff=0.80,
+        sustained_frac=0.94,  # 95 TFLOP/s sustained (>= 3 s, 8192^3) / 101 TFLOP/s short run
         mem_eff=0.83,  # 750 / 900 GB/s measured
         nvlink_Bps=150 * GB_s,  # 300 GB/s is both directions of 6 links
         attn_eff=None,
@@ -318,6 +338,8 @@ def _v100(name, mem_gib):
             "mem_eff": ("Jia, Maggioni, Staiger, Scarpazza 2018, 'Dissecting the NVIDIA Volta GPU Architecture "
                         "via Microbenchmarking', arXiv:1804.06826: ~750 of 900 GB/s global-memory bandwidth"),
             "attn_eff": _SRC_NO_FLASH,
+            "sustained_frac": (f"{_SRC_SUSTAINED_TB}: V100 16GB fp16 95 TFLOPS sustained, against the 101 "
+                               "TFLOPS short-run figure behind gemm_eff: 95/101 = 0.94"),
         })
 
 
@@ -327,6 +349,7 @@ def _a100(name, mem_gib, mem_bw_Bps):
                      "bf16": 312 * TFLOPS},
         mem_bytes=mem_gib * GiB, mem_bw_Bps=mem_bw_Bps, sm_count=108,
         gemm_eff=0.869,  # MAMF 271.2 / 312 TFLOP/s (bf16, best shape 1024x10240x5120)
+        sustained_frac=0.848,  # 230 TFLOP/s sustained (>= 3 s, fp16 8192^3) / MAMF 271.2
         mem_eff=0.88,  # 1.80 / 2.04 TB/s
         nvlink_Bps=300 * GB_s,  # 600 GB/s is both directions of 12 links
         attn_eff=0.62,
@@ -336,6 +359,9 @@ def _a100(name, mem_gib, mem_bw_Bps):
             "mem_bytes": f"NVIDIA A100 datasheet: {mem_gib} GB HBM2/HBM2e",
             "gemm_eff": f"{_SRC_MAMF}: A100 SXM bf16 271.2 of 312 TFLOPS = 86.9% (torch 2.6.0+cu126)",
             "mem_eff": _SRC_A100_MEM, "attn_eff": _SRC_FA2,
+            "sustained_frac": (f"{_SRC_SUSTAINED_TB}: A100 80GB fp16 8192^3 matmul 230 TFLOPS sustained "
+                               "(no tile or wave loss: 4096 tiles fill 38 waves of 108 SMs to 99.8%), "
+                               "against MAMF's 271.2: 230/271.2 = 0.848"),
         })
 
 
@@ -346,6 +372,7 @@ def _hopper(name, mem_gib, mem_bw_Bps, *, fp8_eff, mem_source, fp8_eff_source):
         mem_bytes=mem_gib * GiB, mem_bw_Bps=mem_bw_Bps, sm_count=132,
         gemm_eff=0.803,  # MAMF 794.5 / 989 TFLOP/s (bf16)
         gemm_eff_by_dtype={"fp8": fp8_eff},
+        sustained_frac=0.795,  # 1575 / 1980 MHz SM clock with communication alongside GEMMs
         mem_eff=0.88,  # no Hopper HBM3 measurement found; A100's measured fraction
         nvlink_Bps=450 * GB_s,  # 900 GB/s is both directions of 18 links
         attn_eff=0.55,
@@ -358,6 +385,7 @@ def _hopper(name, mem_gib, mem_bw_Bps, *, fp8_eff, mem_source, fp8_eff_source):
             "gemm_eff_by_dtype": fp8_eff_source,
             "mem_eff": "assumed equal to the A100 measurement (no H100/H200 SXM figure found): " + _SRC_A100_MEM,
             "attn_eff": _SRC_FA3,
+            "sustained_frac": _SRC_HOPPER_CLOCK,
         })
 
 

@@ -33,6 +33,7 @@ from .errors import Infeasible, ScenarioError
 from .models import transformer as tfm
 from .parallel import ranks as rk
 from .parallel import workload
+from .engines.analytical import BLOCKING_P2P
 from .parallel.lower import grad_buckets
 from .scenario import Scenario
 
@@ -213,7 +214,7 @@ class Context:
             if sk.pp > 1:
                 m = self.sc.model
                 act = b * (m.seq_len // sk.cp) * m.hidden * workload.ACT_BYTES
-                nbytes = act / sk.tp if sk.tp > 1 else act
+                nbytes = act / sk.tp if sk.tp > 1 and self.sc.parallel.scatter_gather else act
                 par = replace(self.sc.parallel, tp=sk.tp, cp=sk.cp, dp=sk.dp, pp=sk.pp)
                 t = placement.p2p_time_s(self.cluster, rk.rank_of(par, pp=0),
                                          rk.rank_of(par, pp=1), nbytes)
@@ -271,12 +272,16 @@ def evaluate(ctx: Context, sk: Skeleton, space: Space, *, per_stage: bool = Fals
     T_max = T[rows, k]
     pipe = m * T_max + (T.sum(axis=1) - T_max) / vpp
     pp_s = 2 * (pp * vpp - 1) * p2p if pp > 1 else np.zeros_like(pipe)
+    if pp > 1:   # blocking steady-state sends (analytical.blocking_p2p_s)
+        pp_s = pp_s + m * BLOCKING_P2P[sc.parallel.pipeline_p2p] * p2p
     # tails: what follows the last backward, per stage
     z = zero[:, None]
     if stage["kind"] == "ps":
         gs = np.broadcast_to(stage["sync0"], T.shape)
     else:
-        gs = np.where(z == 0, stage["sync0"], stage["sync1"])
+        # ZeRO-1/2 with all-reduced gradients sync as ZeRO-0 does (workload.step_costs)
+        ar12 = ((z == 1) | (z == 2)) & (sc.parallel.zero_grad_reduce == "all_reduce")
+        gs = np.where((z == 0) | ar12, stage["sync0"], stage["sync1"])
     nb = stage["buckets"]
     if t.overlap_grad_reduce:
         sync = np.maximum(gs / nb, gs - last_bwd * (nb - 1) / nb)

@@ -134,7 +134,10 @@ PARALLEL_KEYS = {
     "stage_layers": (_int_list, OPTIONAL),
     "schedule": (_choice("gpipe", "1f1b", "interleaved"), OPTIONAL),
     "sequence_parallel": (_bool, False),
+    "pipeline_p2p": (_choice("overlapped", "paired", "sequential"), "overlapped"),
+    "scatter_gather": (_bool, True),
     "zero": (_int(0, 3), 0),
+    "zero_grad_reduce": (_choice("reduce_scatter", "all_reduce"), "reduce_scatter"),
     "grad_sync": (_choice("allreduce", "ps"), "allreduce"),
     "algorithm": (_choice("auto", "ring", "tree", "halving_doubling", "hierarchical"), "auto"),
     "ps_servers": (_int(), 1),
@@ -205,7 +208,20 @@ class ParallelSpec:
     stage_layers: tuple[int, ...] = ()
     schedule: str = "1f1b"
     sequence_parallel: bool = False
+    # Pipeline sends in the steady state: "overlapped" with compute (Megatron-Core
+    # --overlap-p2p-communication), "paired" blocking send+receive exchanges, two per
+    # micro-batch (Megatron-LM before Megatron-Core: send_forward_recv_backward and
+    # send_backward_recv_forward), "sequential" blocking sends and receives, four per
+    # micro-batch (DeepSpeed PipelineEngine instructions SendActivation, RecvActivation,
+    # SendGrad, RecvGrad). See parsim.engines.analytical.blocking_p2p_s.
+    pipeline_p2p: str = "overlapped"
+    # Split pipeline sends over the TP ranks' NICs (Narayanan et al. 2021, sec. 4.1)
+    scatter_gather: bool = True
     zero: int = 0
+    # ZeRO-1/2 gradient reduction: "reduce_scatter" to the owners of the optimizer shards,
+    # or "all_reduce" of the whole gradients (DeepSpeed's BF16_Optimizer: engine.py
+    # allreduce_gradients -> get_grads_for_reduction -> buffered_allreduce_fallback)
+    zero_grad_reduce: str = "reduce_scatter"
     grad_sync: str = "allreduce"
     algorithm: str = "auto"
     ps_servers: int = 1

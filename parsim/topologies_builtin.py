@@ -29,6 +29,17 @@ Figures used as defaults, with their sources:
   latency on a DGX A100. NIC 2 us per GPU-leaf hop, so a same-leaf network step is 4 us
   (tuning.cc ``hwLat`` NET ring: 2.7 / 4.0 / 9.6 us). Switch-to-switch 0.5 us: Quantum-2
   cut-through is ~0.13-0.33 us port to port, plus cables and adaptive routing (an estimate).
+- Achieved NCCL bandwidth per link class (``nvlink_efficiency``, ``nic_efficiency``; every
+  NVLink or every NIC edge of the DGX builder carries line rate x efficiency). NVIDIA GTC24
+  session S62129, slide "Collective Communication Bandwidth" (nccl-tests all-reduce bus
+  bandwidth, shared/data/collectives.csv rows ``gtc24_*``): NVLink3 on A100 232 GB/s of the
+  300 GB/s line rate (0.77); 200 Gb RDMA 24 of 25 GB/s and 400 Gb RDMA 48 of 50 GB/s (0.96;
+  nccl-tests issue #290 expects 46-48 GB/s per NDR NIC). NVLink4 on H100: the ring reaches
+  ~370 of 450 GB/s, but NCCL >= 2.18 runs all-reduce (and >= 2.19 reduce-scatter and
+  all-gather) on NVSwitch systems with NVLink SHARP, which reaches 476-480 GB/s bus bandwidth
+  (rows ``gtc24_nvlink4_sharp_h100``, ``issue_nccltests290_h100_1node_nvls_476``), at or above
+  the line rate: efficiency 1.0. The generic kinds (ring, switch, fat tree, torus; link class
+  "link") keep the exact line rate.
 - Ethernet (ps): 5 us per hop, an estimate of one kernel-TCP hop on 25-100 GbE; calibrate
   it (``parsim calibrate``) for a real cluster.
 - PCIe 4.0 x16: 16 GT/s x 16 lanes x 128/130 / 8 = 31.5 GB/s per direction (PCI-SIG
@@ -308,8 +319,9 @@ def build_dgx(p: dict) -> Built:
             raise BadValue("gpus", f"{p['gpus']} differs from nodes x gpus_per_node = {nodes * gpn}")
         nodes = p["gpus"] // gpn
     nodes = nodes or 1
-    nv_bw, nv_lat = p["nvlink_bandwidth"], p["nvlink_latency"]
-    nic_bw, nic_lat, sw_lat = p["nic_bandwidth"], p["nic_latency"], p["switch_latency"]
+    nv_bw, nv_lat = p["nvlink_bandwidth"] * p["nvlink_efficiency"], p["nvlink_latency"]
+    nic_bw = p["nic_bandwidth"] * p["nic_efficiency"]
+    nic_lat, sw_lat = p["nic_latency"], p["switch_latency"]
     gb = _Graph()
     units = -(-nodes // su_nodes)
     spines = [gb.node(f"spine{s}", "switch", -1) for s in range(su_nodes)]
@@ -407,9 +419,13 @@ KINDS: dict[str, tuple[Callable[[dict], Built], dict]] = {
                                 "link_latency": ("time", REQUIRED)}),
     "dgx-a100": (build_dgx, {**_DGX, "nvlink_bandwidth": ("bandwidth", "300 GB/s"),
                              "nic_bandwidth": ("bandwidth", "200 Gb/s"),
+                             "nvlink_efficiency": ("efficiency", 0.77),
+                             "nic_efficiency": ("efficiency", 0.96),
                              "su_nodes": ("int", 20)}),
     "dgx-h100": (build_dgx, {**_DGX, "nvlink_bandwidth": ("bandwidth", "450 GB/s"),
                              "nic_bandwidth": ("bandwidth", "400 Gb/s"),
+                             "nvlink_efficiency": ("efficiency", 1.0),
+                             "nic_efficiency": ("efficiency", 0.96),
                              "su_nodes": ("int", 32)}),
     "ps": (build_ps, {"nodes": ("int", None), "workers": ("int", None), "gpus": ("int", None),
                       "gpus_per_node": ("int", 8), "servers": ("int", 1),

@@ -293,6 +293,10 @@ def _parse(vtype: str, raw, file, key):
         if not isinstance(raw, (int, float)) or isinstance(raw, bool) or not 0 < raw < math.inf:
             raise bad("a positive number (down:up bandwidth, e.g. 1, 2 or 3)")
         return float(raw)
+    if vtype == "efficiency":
+        if not isinstance(raw, (int, float)) or isinstance(raw, bool) or not 0 < raw <= 1:
+            raise bad("an efficiency in (0, 1], e.g. 0.77")
+        return float(raw)
     if vtype == "dims":
         if not (isinstance(raw, list) and len(raw) == 2
                 and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in raw)):

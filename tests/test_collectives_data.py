@@ -6,7 +6,9 @@ file today that is one curve: ``h100_2node_a3mega_ar_*`` (16 H100, 2 nodes, all_
 1 MiB .. 8 GiB; GCP A3 Mega judging by the repository name, links not stated).
 
 Modelled with parsim.cost.placement.group_time_s ("auto") on a 2-node dgx-h100 cluster.
-Result (pinned below): the large-message busbw (>= 1 GiB, bandwidth-bound) is within 15 %;
+Result (pinned below): the large-message busbw (>= 1 GiB, bandwidth-bound) is within 15 %
+(the dgx-h100 NICs carry 0.96 of line rate, the achieved NCCL figure of GTC24 S62129; the
+NVLink keeps line rate, as NVLink SHARP reaches it: see parsim/topologies_builtin.py);
 the issue's 10 % across the whole curve from 1 MiB is NOT met: below ~512 MiB the
 measured curve is latency-bound (~120 us per call even at 8 B, a TCP-based GPUDirect
 fabric), while the dgx-h100 preset has InfiniBand latencies of a few us, so the model
@@ -55,15 +57,15 @@ def test_the_curve_is_found():
 
 
 def test_bandwidth_bound_sizes_within_15_percent():
-    """sizes >= 1 GiB: measured 298..339 GB/s busbw; predicted 292..293 (hierarchical)."""
+    """sizes >= 1 GiB: measured 298..339 GB/s busbw; predicted 287..289 (hierarchical)."""
     for r in curve_rows():
         if int(r["size_bytes"]) >= GiB:
             got, want = predicted_busbw_GBps(r), float(r["busbw_GBps"])
             assert got == pytest.approx(want, rel=0.15), r["sample_id"]
 
 
-@pytest.mark.parametrize("size,ratio", [(MiB, 4.76), (64 * MiB, 2.71), (512 * MiB, 1.10),
-                                        (8 * GiB, 0.866)])
+@pytest.mark.parametrize("size,ratio", [(MiB, 4.745), (64 * MiB, 2.674), (512 * MiB, 1.084),
+                                        (8 * GiB, 0.852)])
 def test_pinned_ratio_predicted_over_measured(size, ratio):
     """Where the model stands today (see module docstring); rel=0.02."""
     r = next(x for x in curve_rows() if int(x["size_bytes"]) == size)

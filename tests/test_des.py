@@ -244,3 +244,33 @@ def test_chrome_trace_and_timeline(tmp_path):
     assert (last["ts"] + last["dur"]) / 1e6 == pytest.approx(r.step_time_s, rel=1e-12)
     draw_timeline(r, prog, tmp_path / "t.png")
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("n", [4, 6])
+def test_lockstep_is_an_upper_bound_when_step_members_are_asymmetric(n):
+    # Pairwise all-to-all on a physical ring: members at distance k cross k links and
+    # share them unevenly. Lock-step gives every member the group's slowest rate; the
+    # per-flow reference lets early finishers free their links, so it is never slower.
+    cl = ring_cluster(n, bw=10e9, lat=1e-6)
+    prog = one_collective(n, "all_to_all", "ring", 1e8)
+    lock, flows = (run(prog, cl, network=net).step_time_s for net in NETWORKS)
+    assert flows <= lock * (1 + 1e-12)
+    assert lock > cf.all_to_all_s(n, 1e8, 10e9, 1e-6)          # contention is visible
+
+
+def test_compute_on_several_ranks_waits_for_all_of_them():
+    prog = Program(num_ranks=2)
+    prog.add(COMPUTE, [0], "compute", "a", duration_s=1.0)
+    prog.add(COMPUTE, [0, 1], "compute", "joint", duration_s=2.0)
+    r = run(prog, None)
+    assert r.start_s.tolist() == [0.0, 1.0] and r.step_time_s == 3.0
+
+
+def test_lockstep_ring_costs_one_rate_computation_and_events_per_step_not_per_flow():
+    n = 64
+    r = run(one_collective(n, "all_reduce", "ring", 1e9), switch_cluster(n))
+    steps = 2 * (n - 1)
+    assert r.flows == n * steps
+    assert r.rate_computations == 1
+    # ~10 events per step (transfer process, latency, two recomputes, waits), none per flow
+    assert r.events <= 12 * steps < r.flows / 5

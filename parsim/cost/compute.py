@@ -240,6 +240,8 @@ _LN_PASSES = {"fwd": 2, "bwd": 3}
 _DROPOUT_ADD_PASSES = {"fwd": 3, "bwd": 2}
 _ACT_PASSES = {("gelu", "fwd"): 2, ("gelu", "bwd"): 3, ("swiglu", "fwd"): 3, ("swiglu", "bwd"): 5}
 _MASK_BYTES = 1
+# Layer parts bound by memory bandwidth, not by the tensor cores.
+MEMORY_BOUND_PARTS = ("elementwise", "fp8_cast")
 
 
 def transformer_layer_times(device, *, micro_batch: int, seq: int, hidden: int, heads: int,
@@ -263,7 +265,8 @@ def transformer_layer_times(device, *, micro_batch: int, seq: int, hidden: int, 
     backward (byte counts beside ``_LN_PASSES``).
 
     With g < t the key/value heads are replicated (one per rank), as in Megatron-LM.
-    ``dtype`` "fp8" runs the GEMMs at the fp8 peak and everything else in bf16.
+    ``dtype`` "fp8" runs the GEMMs at the fp8 peak and everything else in bf16, and adds
+    the part ``fp8_cast`` (the quantization of GEMM operands, see ``_FP8_CAST_BYTES``).
 
     Returns ``{"fwd_s", "bwd_s", "fwd_flops", "parts", "bwd_parts"}``; ``parts`` and
     ``bwd_parts`` map qkv/attention/proj/mlp/elementwise to seconds. ``fwd_flops`` counts
@@ -311,9 +314,35 @@ def transformer_layer_times(device, *, micro_batch: int, seq: int, hidden: int, 
     gemm_flops = sum(2.0 * m * n * k for shapes in gemms.values() for m, n, k in shapes)
     fwd_flops = gemm_flops + attention_flops(b, a // t, s, d, causal=False)
     order = ("qkv", "attention", "proj", "mlp", "elementwise")
+    if dtype == "fp8":
+        fwd["fp8_cast"], bwd["fp8_cast"] = _fp8_cast_s(device, rows, gemms)
+        order += ("fp8_cast",)
     return {"fwd_s": sum(fwd[p] for p in order), "bwd_s": sum(bwd[p] for p in order),
             "fwd_flops": fwd_flops, "parts": {p: fwd[p] for p in order},
             "bwd_parts": {p: bwd[p] for p in order}}
+
+
+# FP8 training quantizes GEMM operands on the fly (Transformer Engine autocast: "converting
+# the input tensors to the low-precision format and computing their scaling factors", TE
+# docs, "GEMM Speedups Across Precisions"); Hopper FP8 GEMMs take both operands K-major, so
+# each cast writes the FP8 tensor and its transpose (TE cast_transpose): read 2 B, write
+# 1 + 1 B per element. Forward: the inputs of proj and fc2 (the qkv and fc1 inputs are cast
+# inside the fused LayerNorm-Linear, which writes FP8 in place of BF16); backward: the output
+# gradient of every GEMM. FP8 weight copies are cached across micro-batches. Measured size
+# of this overhead: 2.0 ms against 8.0 ms of FP8 GEMMs in a norm-FFN-norm block on H100
+# (meta-pytorch/float8_experimental PR #298, "f8_overhead").
+_FP8_CAST_BYTES = 4
+
+
+def _fp8_cast_s(device, rows, gemms):
+    """(forward, backward) seconds of the FP8 cast-transpose kernels of one layer."""
+    (_, n_qkv, _), = gemms["qkv"]
+    (_, n_proj, k_proj), = gemms["proj"]
+    (_, n_fc1, _), (_, n_fc2, k_fc2) = gemms["mlp"]
+    fwd = sum(memory_time_s(device, _FP8_CAST_BYTES * rows * k) for k in (k_proj, k_fc2))
+    bwd = sum(memory_time_s(device, _FP8_CAST_BYTES * rows * n)
+              for n in (n_qkv, n_proj, n_fc1, n_fc2))
+    return fwd, bwd
 
 
 def _kv_heads_per_rank(heads, kv_heads, tp):

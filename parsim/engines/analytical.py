@@ -9,7 +9,9 @@ discrete-event engine charges) with the schedule formulas of Narayanan et al. 20
   a bubble fraction (p-1)/m.
 * Interleaved 1F1B with v chunks per device: m·T_max + (Σ_i T_i - T_max)/v, bubble
   (p-1)/(v·m).
-* Pipeline sends: the fill and drain path crosses 2·(p·v - 1) boundaries.
+* Pipeline sends: the fill and drain path crosses 2·(p·v - 1) boundaries. Where the
+  framework blocks on its sends (``parallel.pipeline_p2p`` "paired" or "sequential"), the
+  steady state adds k sends per micro-batch to every stage (:func:`blocking_p2p_s`).
 * Gradient synchronisation overlaps the last micro-batch's backward pass when
   ``training.overlap_grad_reduce`` (Megatron's --overlap-grad-reduce; PyTorch DDP
   buckets): exposed = max(t_sync / buckets, t_sync - t_backward).
@@ -53,6 +55,21 @@ def pipeline_sends_s(sc: Scenario, costs: StepCosts) -> float:
     return 2 * (p.pp * p.vpp - 1) * costs.p2p_s if p.pp > 1 else 0.0
 
 
+# Blocking pipeline transfers per micro-batch on each stage in the 1F1B steady state:
+# Megatron-LM before Megatron-Core pairs them (send_forward_recv_backward after the
+# forward, send_backward_recv_forward after the backward: two exchanges, each one
+# transfer time on full-duplex links; megatron/schedules.py, 2021); DeepSpeed's
+# PipelineEngine runs SendActivation, RecvActivation, SendGrad and RecvGrad as separate
+# blocking instructions (deepspeed/runtime/pipe/schedule.py TrainSchedule): four.
+BLOCKING_P2P = {"overlapped": 0, "paired": 2, "sequential": 4}
+
+
+def blocking_p2p_s(sc: Scenario, costs: StepCosts) -> float:
+    """Per micro-batch: pipeline transfers a stage waits for in the steady state."""
+    p = sc.parallel
+    return BLOCKING_P2P[p.pipeline_p2p] * costs.p2p_s if p.pp > 1 else 0.0
+
+
 def gradient_sync_exposed_s(sc: Scenario, t_sync: float, t_backward: float, buckets: int) -> float:
     """Exposed gradient sync with b buckets, each reduced as soon as its 1/b of the
     last backward pass is done, one after another: the last bucket ends
@@ -77,7 +94,7 @@ def compose(sc: Scenario, device, cluster, costs: StepCosts, engine: str = "anal
     stage_T = [c + tp for c, tp, _, _ in st]
     k = max(range(p.pp), key=lambda i: stage_T[i])
     pipe = pipeline_time_s(sc, stage_T)
-    pp_s = pipeline_sends_s(sc, costs)
+    pp_s = pipeline_sends_s(sc, costs) + m * blocking_p2p_s(sc, costs)
     # what follows the last backward, per stage; the slowest stage sets the step
     tails = []
     nb = grad_buckets(costs)

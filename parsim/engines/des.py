@@ -196,7 +196,7 @@ class _Sim:
             if pending:
                 yield env.all_of(pending)
             op = ops[i]
-            if op.kind == COMPUTE:
+            if op.kind == COMPUTE and self.need[i] == 1:
                 self.start[i] = env.now
                 self._log("start", op)
                 yield env.timeout(op.duration_s)
@@ -216,6 +216,12 @@ class _Sim:
         env = self.env
         self.start[op.id] = env.now
         self._log("start", op)
+        if op.kind == COMPUTE:                  # a compute op spanning ranks: a barrier
+            yield env.timeout(op.duration_s)
+            self._finish(op)
+            return
+        if self.fabric is None:
+            raise ValueError(f"op {op.name!r} moves bytes: run() needs a cluster")
         for lockstep, singles, size in self._steps(op):
             if self.network == "lockstep":
                 yield self.fabric.transfer(lockstep, size, name=op.name)

@@ -206,7 +206,8 @@ class Fabric:
                 break
             if ent.rate > 0:
                 left = ent.remaining - ent.rate * (env.now - self._t_settled)
-                if left <= 1e-9 * ent.size:
+                # done, or too little left for the clock to move (huge rates, late times)
+                if left <= 1e-9 * ent.size or env.now + left / ent.rate == env.now:
                     break
                 yield env.timeout(left / ent.rate) | changed
             else:

@@ -92,7 +92,8 @@ def draw_timeline(des_result, program, path_png, *, max_rows: int = 64) -> None:
     ax.set_xlabel("time (ms)")
     ax.set_title(f"step {des_result.step_time_s * 1e3:.3f} ms ({des_result.fidelity} fidelity)")
     ax.legend(handles=[Patch(color=COLOURS.get(c, "#999999"), label=c)
-                       for c in CATEGORIES if c in bars], loc="upper right")
+                       for c in CATEGORIES if c in bars], loc="upper left",
+              bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     _atomic_write(path_png, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)

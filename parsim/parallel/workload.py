@@ -58,6 +58,20 @@ def _compute_dtype(sc: Scenario) -> str:
     return sc.training.precision
 
 
+def _logits_dtype(sc: Scenario) -> str:
+    """The output head runs in BF16 in FP8 training: Transformer Engine's FP8 autocast
+    covers TE modules, and Megatron-Core's ``GPTModel.output_layer`` is a plain
+    ``tensor_parallel.ColumnParallelLinear`` (megatron/core/models/gpt/gpt_model.py)."""
+    return "bf16" if sc.training.precision == "fp8" else sc.training.precision
+
+
+def _sustained(device, parts: dict) -> dict:
+    """Layer part times with the tensor-core ops (GEMMs, attention) at the rate the device
+    sustains in a training step (``Device.sustained_frac``); memory-bound parts unchanged."""
+    return {k: (v if k in compute.MEMORY_BOUND_PARTS else v / device.sustained_frac)
+            for k, v in parts.items()}
+
+
 def chunk_costs(sc: Scenario, device, cluster, layers: int, first: bool, last: bool) -> ChunkCosts:
     """Costs of ``layers`` transformer layers (+ embedding / logits at the ends)."""
     m, t, p = sc.model, sc.training, sc.parallel
@@ -67,9 +81,12 @@ def chunk_costs(sc: Scenario, device, cluster, layers: int, first: bool, last: b
         ffn_hidden=m.ffn_hidden * min(m.experts_per_token, m.num_experts),
         gated_mlp=m.gated_mlp, tp=p.tp, dtype=_compute_dtype(sc),
         sequence_parallel=p.sequence_parallel, flash=t.flash_attention)
-    attn_fwd = lt["parts"].get("attention", 0.0) * p.cp   # ring attention: s/cp queries × s keys
-    fwd = lt["fwd_s"] + attn_fwd - lt["parts"].get("attention", 0.0)
-    bwd = lt["bwd_s"] + 2.5 * (attn_fwd - lt["parts"].get("attention", 0.0))
+    # tensor-core ops at the rate sustained inside a training step (Device.sustained_frac)
+    fwd_parts, bwd_parts = _sustained(device, lt["parts"]), _sustained(device, lt["bwd_parts"])
+    attn = fwd_parts.get("attention", 0.0)
+    attn_fwd = attn * p.cp   # ring attention: s/cp queries × s keys
+    fwd = sum(fwd_parts.values()) + attn_fwd - attn
+    bwd = sum(bwd_parts.values()) + 2.5 * (attn_fwd - attn)
     if t.recompute == "full":
         bwd += fwd
     elif t.recompute == "selective":
@@ -77,7 +94,8 @@ def chunk_costs(sc: Scenario, device, cluster, layers: int, first: bool, last: b
     fwd, bwd = fwd * layers, bwd * layers
     flops = tfm.layer_fwd_flops(m, b, m.seq_len) / (p.tp * p.cp) * layers
     if last:
-        lg = compute.gemm_time_s(device, b * s, -(-m.vocab // p.tp), m.hidden, _compute_dtype(sc))
+        lg = compute.gemm_time_s(device, b * s, -(-m.vocab // p.tp), m.hidden,
+                                 _logits_dtype(sc)) / device.sustained_frac
         fwd, bwd = fwd + lg, bwd + 2 * lg
         flops += tfm.logits_fwd_flops(m, b, m.seq_len) / (p.tp * p.cp)
     if first:
@@ -110,7 +128,7 @@ def mlp_chunk_costs(sc: Scenario, device, cluster, widths) -> ChunkCosts:
     fwd = bwd = flops = 0.0
     tp_f = tp_b = 0.0
     for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
-        t = compute.gemm_time_s(device, b, max(1, n_out // p.tp), n_in, dtype)
+        t = compute.gemm_time_s(device, b, max(1, n_out // p.tp), n_in, dtype) / device.sustained_frac
         fwd += t + compute.memory_time_s(device, 2 * b * n_out * 4)
         bwd += 2 * t + compute.memory_time_s(device, 3 * b * n_out * 4)
         flops += 2.0 * b * n_in * n_out / p.tp
@@ -131,6 +149,21 @@ def _mlp_stage_widths(sizes, pp):
     return out
 
 
+def _tied_embedding_sync_s(sc: Scenario, cluster, g_bytes: int) -> dict:
+    """{stage: seconds} of the all-reduce of the tied word-embedding gradients between the
+    first and the last pipeline stage, after the data-parallel reduction: Megatron-LM
+    ``_allreduce_embedding_grads`` (the "embedding group" of ranks holding the input
+    embedding and the output head; Shoeybi et al. 2019 / Narayanan et al. 2021 code) and
+    DeepSpeed's pipeline engine ``ReduceTiedGrads``. Empty without pipelining or tying."""
+    m, p = sc.model, sc.parallel
+    if m.kind != "transformer" or p.pp < 2 or not m.tied_embeddings:
+        return {}
+    nbytes = m.vocab * m.hidden / p.tp * g_bytes
+    group = [rk.rank_of(p, pp=0), rk.rank_of(p, pp=p.pp - 1)]
+    t, _ = placement.group_time_s(cluster, group, "all_reduce", nbytes, "ring")
+    return {0: t, p.pp - 1: t}
+
+
 def step_costs(sc: Scenario, device, cluster) -> StepCosts:
     """All per-op costs of one step (see module docstring)."""
     m, t, p = sc.model, sc.training, sc.parallel
@@ -146,7 +179,7 @@ def step_costs(sc: Scenario, device, cluster) -> StepCosts:
         chunks = tuple(mlp_chunk_costs(sc, device, cluster, w) for w in widths)
         act = t.micro_batch * 4 * (widths[0][-1] if p.pp > 1 else 0)
         params = [memory.mlp_params(w) / p.tp for w in widths]
-    p2p_bytes = act / p.tp if p.tp > 1 else act
+    p2p_bytes = act / p.tp if p.tp > 1 and p.scatter_gather else act
     p2p_s = 0.0
     if p.pp > 1:
         src, dst = rk.rank_of(p, pp=0), rk.rank_of(p, pp=1)
@@ -155,6 +188,7 @@ def step_costs(sc: Scenario, device, cluster) -> StepCosts:
     w_bytes = memory.weight_bytes_per_param(t.precision)
     sync, gather, z3, opt, alg = [], [], [], [], "ring"
     kind = "ps" if p.grad_sync == "ps" else "dp"
+    tied = _tied_embedding_sync_s(sc, cluster, g_bytes)
     for stage, n in enumerate(params):
         group = rk.dp_cp_group(p, pp=stage)
         gs = ga = zg = 0.0
@@ -168,12 +202,19 @@ def step_costs(sc: Scenario, device, cluster) -> StepCosts:
         elif p.zero == 0:
             gs, alg = placement.group_time_s(cluster, group, "all_reduce", n * g_bytes, p.algorithm)
         else:
-            gs, alg = placement.group_time_s(cluster, group, "reduce_scatter", n * g_bytes, "ring")
+            if p.zero < 3 and p.zero_grad_reduce == "all_reduce":
+                gs, alg = placement.group_time_s(cluster, group, "all_reduce", n * g_bytes,
+                                                 p.algorithm)
+            else:
+                gs, alg = placement.group_time_s(cluster, group, "reduce_scatter", n * g_bytes,
+                                                 "ring")
             ag, _ = placement.group_time_s(cluster, group, "all_gather", n * w_bytes, "ring")
             if p.zero >= 3:   # gather weights before forward and again before backward
                 zg = 2 * ag
             else:
                 ga = ag
+        if kind == "dp" and stage in tied:   # word-embedding gradients, first <-> last stage
+            gs += tied[stage]
         shard = len(group) if p.zero >= 1 else 1
         touched = n / shard * (24 + g_bytes + w_bytes)   # Adam: r/w master, m, v; r grad; w param
         if t.optimizer == "sgd":

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,7 +58,36 @@ DEFAULTS = {"micro_batch": 1, "recompute": "none", "zero": 0, "cp": 1, "ep": 1,
 GPT3_VOCAB = 50257          # GPT-2 BPE, used by GPT-3 (Brown et al. 2020, sec. 2.1)
 # Frameworks with fused flash attention (Dao et al. 2022): named in the row's framework note.
 FLASH_FRAMEWORKS = ("flashattention", "megatron-core", "nemo", "transformer engine")
-DGX2 = {"nvlink_bandwidth": "150 GB/s", "nic_bandwidth": "100 Gb/s"}   # DGX-2 datasheet
+# Frameworks that overlap the data-parallel gradient reduction with the backward pass:
+# Megatron-Core / NeMo (``--overlap-grad-reduce``, added to Megatron-LM in Sept. 2023:
+# NVIDIA/Megatron-LM issues #391 and #456, commit e801b2bb) and PyTorch FSDP (MosaicML
+# Composer; reduce-scatter per layer as its backward ends, Zhao et al. 2023, "PyTorch FSDP",
+# VLDB 16(12), sec. 3.3). Megatron-LM before Megatron-Core all-reduces the gradients after
+# the last micro-batch's backward (megatron/training.py ``train_step``:
+# ``model.allreduce_gradients()``), and the DeepSpeed pipeline engine reduces them in a
+# ``ReduceGrads`` instruction after the schedule's last backward (deepspeed/runtime/pipe/
+# schedule.py ``TrainSchedule``): nothing hides them.
+OVERLAP_GRAD_FRAMEWORKS = ("megatron-core", "nemo", "composer", "fsdp")
+# Pipeline sends by framework (parsim.engines.analytical.BLOCKING_P2P): DeepSpeed's pipeline
+# engine (Megatron-DeepSpeed) blocks on separate sends and receives and has no scatter/gather
+# of the TP ranks' activations; Megatron-LM before Megatron-Core pairs blocking exchanges;
+# Megatron-Core / NeMo overlap them (--overlap-p2p-communication with interleaving).
+def _pipeline_p2p(row) -> dict:
+    fw = _framework(row)
+    if "deepspeed" in fw and "megatron-deepspeed" in fw:
+        out = {"pipeline_p2p": "sequential", "scatter_gather": False}
+        if "bf16_optimizer" in row.get("notes", "").lower():
+            out["zero_grad_reduce"] = "all_reduce"   # see ParallelSpec.zero_grad_reduce
+        return out
+    if "megatron-lm" in fw and not any(n in fw for n in ("megatron-core", "nemo")):
+        return {"pipeline_p2p": "paired"}
+    return {}
+
+
+# Intel Omni-Path Architecture 100 series: 100 Gb/s per port (Intel OPA product brief).
+OPA_PORT_GBIT = 100
+# DGX-2 datasheet; NVLink2 achieves 122 of 150 GB/s busbw (GTC24 S62129, collectives.csv gtc24_nvlink2_v100)
+DGX2 = {"nvlink_bandwidth": "150 GB/s", "nic_bandwidth": "100 Gb/s", "nvlink_efficiency": 0.81}
 
 
 @dataclass(frozen=True)
@@ -158,6 +188,44 @@ def _flash(row) -> bool:
     return any(name in fw for name in FLASH_FRAMEWORKS)
 
 
+def _overlap_grad_reduce(row) -> bool:
+    """True if the row's framework overlaps gradient reduction with the backward pass
+    (``OVERLAP_GRAD_FRAMEWORKS``); unknown frameworks keep parsim's default (overlap)."""
+    fw = _framework(row)
+    if not fw:
+        return True
+    return any(name in fw for name in OVERLAP_GRAD_FRAMEWORKS)
+
+
+def _links(row) -> str:
+    segs = [s for s in row.get("notes", "").split(" | ") if s.startswith("links")]
+    return segs[0].lower() if segs else ""
+
+
+def _omnipath_nic_gbit(row, gpus_per_node: int):
+    """Per-GPU network bandwidth (Gb/s) where the links note names N Omni-Path links per
+    node: N x 100 Gb/s shared by the node's GPUs; else None."""
+    m = re.search(r"(\d+) omnipath links' per node", _links(row))
+    if not m or "omni-path" not in _links(row):
+        return None
+    return int(m.group(1)) * OPA_PORT_GBIT / gpus_per_node
+
+
+def _micro_batch(row, dp: int) -> int:
+    """Stated micro-batch, else the framework default. Megatron-LM before v2.0 (the 2020
+    code, no pipeline parallelism) had no gradient accumulation: its ``--batch-size`` is the
+    batch of one model replica per step (``arguments.py``: "Batch size per model instance
+    (local batch size). Global batch size is local batch size times data parallel size"),
+    so one micro-batch of global_batch / dp; ``--micro-batch-size`` (default 1 in the
+    examples) arrived with pipeline parallelism in v2.0. Otherwise ``DEFAULTS``."""
+    stated = _int(row, "micro_batch")
+    if stated is not None:
+        return stated
+    if "megatron-lm (2020" in _framework(row):
+        return max(1, _int(row, "global_batch") // dp)
+    return DEFAULTS["micro_batch"]
+
+
 def _recompute(row) -> str:
     """Stated recompute, else full where the source's FLOP count includes the recompute
     forward pass (Narayanan et al. 2021 eq. 3: the runs recomputed), else none."""
@@ -221,17 +289,21 @@ def _scenario(row: dict) -> dict:
                      bias=False)
     gpu = row["gpu"].strip()
     precision = (row.get("precision") or "").strip() or ("fp16" if gpu.startswith("v100") else "bf16")
-    training = {"global_batch": _int(row, "global_batch"),
-                "micro_batch": _int(row, "micro_batch", DEFAULTS["micro_batch"]),
-                "precision": precision,
-                "recompute": _recompute(row),
-                "flash_attention": _flash(row)}
     tp, pp = _int(row, "tp"), _int(row, "pp")
     cp = _int(row, "cp", DEFAULTS["cp"])
     n = _int(row, "num_gpus")
-    parallel = {"tp": tp, "pp": pp, "cp": cp, "dp": _int(row, "dp", n // (tp * pp * cp)),
+    dp = _int(row, "dp", n // (tp * pp * cp))
+    training = {"global_batch": _int(row, "global_batch"),
+                "micro_batch": _micro_batch(row, dp),
+                "precision": precision,
+                "recompute": _recompute(row),
+                "flash_attention": _flash(row),
+                "overlap_grad_reduce": _overlap_grad_reduce(row),
+                "overlap_param_gather": _overlap_grad_reduce(row)}
+    parallel = {"tp": tp, "pp": pp, "cp": cp, "dp": dp,
                 "zero": _int(row, "zero", DEFAULTS["zero"]),
                 "sequence_parallel": _int(row, "sequence_parallel", 0) == 1}
+    parallel.update(_pipeline_p2p(row))
     ep = _int(row, "ep", DEFAULTS["ep"])
     if ep > 1:
         parallel["ep"] = ep
@@ -256,6 +328,9 @@ def _scenario(row: dict) -> dict:
         cluster.update(topology="dgx-a100", **DGX2)
     else:
         raise ValueError(f"gpu {gpu!r} has no cluster preset")
+    opa = _omnipath_nic_gbit(row, gpn)
+    if opa is not None:
+        cluster["nic_bandwidth"] = f"{opa:g} Gb/s"
     return {"name": row["run_id"], "model": model, "training": training, "parallel": parallel,
             "cluster": cluster}
 

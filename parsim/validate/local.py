@@ -1,0 +1,642 @@
+"""``parsim validate --local``: real distributed jobs on this machine against the cost model.
+
+    parsim validate --local DIR [--json] [--plot out.png]     # DIR receives local_runs.json
+    python -m parsim.validate.local [--profile P.toml] [--quick] [--json] [--plot out.png]
+
+Each job (:func:`default_jobs`) trains the numpy MLP of :mod:`parsim.numerics.mlp` in real
+processes (:mod:`.local_worker`) talking gloo over loopback: data parallel with an
+all-reduce over 1..3 processes at two model sizes, a parameter server (one server process,
+two workers, push/pull with send/recv) and a two-stage pipeline (activations and their
+gradients sent between the processes, m micro-batches). The step time measured is the
+median of ``steps`` steps after ``warmup`` steps; the spread is (p90 - p10) / median.
+
+The prediction (:func:`predict`) never looks at the measurement: it prices what the job
+does from the profile (``profiles/cpu-dev2core.toml`` unless ``--profile``):
+
+- GEMMs (:func:`gemm_time_s`): every matmul of forward (2·b·in·out FLOPs per layer) and
+  backward (twice that: dX and dW) at ``Profile.gemm_flops_per_s`` for *its* shape, turned
+  into one thread's rate (:func:`thread_share`: the workers run single-threaded BLAS);
+- elementwise work (:func:`elementwise_bytes`): bias add, ReLU and its mask, the bias
+  gradient, softmax cross-entropy, packing gradients, the SGD update — bytes moved at the
+  profile's memory bandwidth; plus ``launch_s`` per numpy call (:func:`op_count`);
+- communication: ``Profile.collective_time_s`` (gloo, measured) — all-reduce of the
+  gradient bytes (groups the profile did not measure come from its 2-rank curve by the ring
+  algorithm, :func:`all_reduce_s`), send/recv for push, pull and pipeline activations;
+- schedules: the server handles the workers' messages one after another
+  (:func:`ps_step_s`); the pipeline's stages follow their op order with the sends between
+  them (:func:`pipeline_step_s`, bubble included);
+- shared cores (:func:`contention`): with more busy processes than cores, compute stretches
+  by processes/cores; a collective's CPU time (``cpu_s`` in the profile, per rank) over the
+  cores bounds it from below.
+
+Worker processes get OMP_NUM_THREADS=OPENBLAS_NUM_THREADS=MKL_NUM_THREADS=1 in their
+environment before Python (hence numpy) starts: one BLAS thread per process, so three
+processes on two cores share them instead of running six threads.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..errors import ScenarioError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_PROFILE = os.path.join(ROOT, "profiles", "cpu-dev2core.toml")
+F32 = 4                                   # bytes per element: every job runs in float32
+
+
+# ---- jobs --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Job:
+    """One real run: ``kind`` "dp", "ps" or "pp"; ``batch`` rows per process (dp, ps
+    workers) or per step (pp, split into ``micro`` micro-batches); ``world`` processes
+    (ps: one server + world-1 workers)."""
+
+    name: str
+    kind: str
+    sizes: tuple[int, ...]
+    batch: int
+    world: int
+    micro: int = 1
+    steps: int = 10
+    warmup: int = 3
+    lr: float = 1e-3
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def default_jobs(quick: bool = False) -> list[Job]:
+    """The validation set. Full: DP 1/2/3 processes at two sizes, PS (2 workers), PP 2 stages
+    × 4 micro-batches; steps of ~10-100 ms. Quick (tests): tiny MLPs, 2 processes at most."""
+    if quick:
+        kw = dict(steps=4, warmup=1)
+        small = (64, 128, 128, 10)
+        return [Job("dp1-quick", "dp", small, 32, 1, **kw),
+                Job("dp2-quick", "dp", small, 32, 2, **kw),
+                Job("pp2-quick", "pp", (64, 128, 128, 128, 10), 32, 2, micro=2, **kw)]
+    small, large = (512, 512, 512, 10), (1024, 1024, 1024, 10)
+    return [Job("dp1-512", "dp", small, 256, 1), Job("dp2-512", "dp", small, 256, 2),
+            Job("dp3-512", "dp", small, 256, 3),
+            Job("dp1-1024", "dp", large, 256, 1), Job("dp2-1024", "dp", large, 256, 2),
+            Job("dp3-1024", "dp", large, 256, 3),
+            Job("ps2w-1024", "ps", large, 256, 3),
+            Job("pp2-1024-m4", "pp", (1024, 1024, 1024, 1024, 10), 256, 2, micro=4)]
+
+
+# ---- the model ---------------------------------------------------------------------------
+
+def robust_profile(profile, *, factor: float = 10.0):
+    """(profile, dropped rows): GEMM rows more than ``factor`` x slower than the median of
+    their dtype are dropped — a measurement another process disturbed (e.g. 128³ at
+    0.4 GFLOP/s between 64³ and 256³ at 46), which would drag every interpolated rate."""
+    import dataclasses
+    keep, dropped = [], []
+    for r in profile.gemm:
+        med = float(np.median([q["flops_per_s"] for q in profile.gemm if q["dtype"] == r["dtype"]]))
+        (dropped if r["flops_per_s"] * factor < med else keep).append(r)
+    return (dataclasses.replace(profile, gemm=tuple(keep)) if dropped else profile), dropped
+
+
+def thread_share(profile) -> float:
+    """Fraction of the profile's GEMM rate one single-threaded process gets.
+
+    The profile times numpy GEMMs with all BLAS threads (``meta.cores``). The threads that
+    really ran are the cores minus those other processes held during calibration
+    (``meta.noise.foreign_cores_max``, rounded), at least 1; one thread gets 1/that."""
+    cores = int(profile.meta.get("cores") or profile.device.get("sm_count") or 1)
+    foreign = float(profile.meta.get("noise", {}).get("foreign_cores_max", 0.0))
+    return 1.0 / max(1, min(cores, cores - round(foreign)))
+
+
+def gemm_shapes(sizes, b: int):
+    """(m, n, k, count) of every matmul in one forward + backward of the MLP on b rows:
+    forward x·W (b×in by in×out), backward dX = dY·Wᵀ (b×out by out×in; not for layer 0,
+    whose input gradient the MLP still computes — it is counted) and dW = Xᵀ·dY (in×b by
+    b×out)."""
+    out = []
+    for d_in, d_out in zip(sizes[:-1], sizes[1:]):
+        out += [(b, d_out, d_in), (b, d_in, d_out), (d_in, d_out, b)]
+    return out
+
+
+def gemm_time_s(profile, sizes, b: int, share: float) -> float:
+    """Seconds of the GEMMs of one forward + backward: Σ 2·m·n·k / rate(m, n, k)·share."""
+    return sum(2.0 * m * n * k / (profile.gemm_flops_per_s(m, n, k, "fp32") * share)
+               for m, n, k in gemm_shapes(sizes, b))
+
+
+def elementwise_bytes(sizes, b: int, *, loss: bool = True) -> float:
+    """Bytes the non-GEMM numpy ops of one forward + backward move (float32, bool mask 1 B).
+
+    Per layer: bias add (read y, write) 8 B/elem of the b×out output; ReLU 8; backward mask
+    ``y > 0`` 5 and ``dy * mask`` 9; bias gradient (sum over rows) 4. Loss on b×C logits:
+    max, subtract, exp, sum, log, subtract, exp (~40 B/elem) and its gradient (~16)."""
+    total = 0.0
+    last = len(sizes) - 2
+    for i, d_out in enumerate(sizes[1:]):
+        e = b * d_out
+        total += 8 * e + 4 * e                      # bias add, bias gradient
+        if i < last or not loss:
+            total += 8 * e + 14 * e                 # ReLU forward, ReLU backward
+    if loss:
+        total += 56 * b * sizes[-1]
+    return total
+
+
+def op_count(sizes, *, loss: bool = True) -> int:
+    """numpy calls of one forward + backward (each pays ``launch_s``)."""
+    layers = len(sizes) - 1
+    return layers * 9 + (12 if loss else 0)
+
+
+def n_params(sizes) -> int:
+    return sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
+
+
+def elementwise_bw(profile) -> float:
+    """Bandwidth of numpy's elementwise ops: the profile's ``add`` (two inputs, one output,
+    like bias add, ReLU, the mask product), else its copy bandwidth (``mem_bw_Bps``)."""
+    for row in profile.memory:
+        if row.get("op") == "add" and row.get("bytes_per_s"):
+            return float(row["bytes_per_s"])
+    return float(profile.device["mem_bw_Bps"])
+
+
+def compute_s(profile, sizes, b: int, share: float, *, loss: bool = True) -> float:
+    """One forward + backward on b rows by one single-threaded process (no contention)."""
+    bw = elementwise_bw(profile)
+    launch = float(profile.device.get("launch_s", 0.0))
+    return (gemm_time_s(profile, sizes, b, share) + elementwise_bytes(sizes, b, loss=loss) / bw
+            + op_count(sizes, loss=loss) * launch)
+
+
+def update_s(profile, params: int, *, packed: bool, extra_bytes_per_param: float = 0.0,
+             tensors: int = 1) -> float:
+    """SGD θ -= lr·g, memory-bound: lr·g (read g, write tmp: 8 B) then θ -= tmp (12 B);
+    ``packed`` adds packing the gradients into one buffer (8 B) and dividing by the world
+    size (8 B) — what data parallelism does around its all-reduce."""
+    per = 20.0 + (16.0 if packed else 0.0) + extra_bytes_per_param
+    return params * per / elementwise_bw(profile) \
+        + 2 * tensors * float(profile.device.get("launch_s", 0.0))
+
+
+def _interp_loglog(sizes, values, s: float) -> float:
+    """Log-log interpolation in a measured table; flat below it, linear in size above."""
+    if s <= sizes[0]:
+        return float(values[0])
+    if s >= sizes[-1]:
+        return float(values[-1]) * s / sizes[-1]
+    return float(np.exp(np.interp(math.log(s), np.log(sizes), np.log(values))))
+
+
+def _curve(profile, op: str, ranks: int):
+    for c in profile.collectives:
+        if c.op == op and c.ranks == ranks:
+            return c
+    return None
+
+
+def comm_cpu_s(profile, op: str, ranks: int, size_bytes: float) -> float:
+    """CPU seconds one rank spends in ``op`` (the profile's ``cpu_s``), 0 if not measured;
+    groups above 2 from the 2-rank curve by the ring rule (see :func:`all_reduce_s`)."""
+    c = _curve(profile, op, ranks)
+    scale = 1
+    if c is None and op == "all_reduce" and ranks > 2:
+        c, scale, size_bytes = _curve(profile, op, 2), ranks - 1, 2.0 * size_bytes / ranks
+    if c is None or "cpu_s" not in c.extra or size_bytes <= 0:
+        return 0.0
+    return scale * _interp_loglog(c.size_bytes, c.extra["cpu_s"], size_bytes)
+
+
+def all_reduce_s(profile, ranks: int, size_bytes: float) -> float:
+    """Wall time of an all-reduce of ``size_bytes`` over ``ranks`` processes.
+
+    The measured curve for that group size if the profile has it; otherwise the ring
+    algorithm (Patarasuk & Yuan 2009): 2(n-1) steps of S/n bytes, i.e.
+    t_n(S) = (n-1)·t_2(2S/n), from the measured 2-rank curve."""
+    if ranks < 2 or size_bytes <= 0:
+        return 0.0
+    t = profile.collective_time_s("all_reduce", ranks, size_bytes)
+    if t is None:
+        t2 = profile.collective_time_s("all_reduce", 2, 2.0 * size_bytes / ranks)
+        if t2 is None:
+            raise ScenarioError("the profile has no all_reduce curve", file=profile.path)
+        t = (ranks - 1) * t2
+    return t
+
+
+def send_recv_s(profile, size_bytes: float, stretch: float = 1.0) -> float:
+    """One message of ``size_bytes`` from one process to another (measured, one way); at
+    least the CPU both ends burn (``cpu_s``) times ``stretch``, the contention of the two
+    busy processes (:func:`contention`)."""
+    t = profile.collective_time_s("send_recv", 2, size_bytes)
+    if t is None:
+        raise ScenarioError("the profile has no send_recv curve", file=profile.path)
+    return max(t, comm_cpu_s(profile, "send_recv", 2, size_bytes) * stretch)
+
+
+def contention(busy: int, cores: int, foreign: float = 0.0) -> float:
+    """Stretch of CPU-bound work when ``busy`` single-threaded processes share ``cores``
+    with other programs that hold ``foreign`` cores (0 on a quiet machine): each process
+    gets min(1, (cores - foreign) / busy) of a core. The cores left are floored at 10 %."""
+    free = max(cores - foreign, 0.1 * cores)
+    return max(1.0, busy / free)
+
+
+def ps_step_s(t_compute: float, t_push: float, t_pull: float, t_update: float,
+              workers: int, steps: int = 8) -> float:
+    """Steady-state step of a synchronous parameter server with one server process.
+
+    Worker w: compute, push (the server receives workers 1..W in turn, one message at a
+    time), wait for the pull; server: after the last push, update, then send the parameters
+    to workers 1..W in turn; a worker starts its next step when its pull arrives. Simulated
+    for ``steps`` steps; the period of the last one is returned."""
+    ready = [0.0] * workers                     # when each worker's parameters arrived
+    ends = []
+    for _ in range(steps):
+        srv = ends[-1] if ends else 0.0
+        for w in range(workers):                # pushes, in order, through the server
+            srv = max(srv, ready[w] + t_compute) + t_push
+        srv += t_update
+        for w in range(workers):                # pulls, in order
+            srv += t_pull
+            ready[w] = srv
+        ends.append(srv)
+    return ends[-1] - ends[-2] if len(ends) > 1 else ends[-1]
+
+
+def pipeline_step_s(fwd0: float, bwd0: float, fb1: float, t_act: float, t_grad: float,
+                    micro: int, update0: float = 0.0, update1: float = 0.0) -> float:
+    """One step of the two-stage pipeline as the workers run it (GPipe on stage 0: all m
+    forwards, then all m backwards; stage 1: forward+loss+backward per micro-batch).
+
+    F0_i starts after F0_{i-1}; FB1_i after FB1_{i-1} and F0_i's activation arrived
+    (+ t_act); B0_i after the previous op on stage 0 and FB1_i's gradient arrived
+    (+ t_grad). The step ends when stage 0 has updated (stage 1 finishes first). With
+    equal stages this is the GPipe (m + p - 1)·(f + b) form, bubble included."""
+    t0, f_end = 0.0, []
+    for _ in range(micro):
+        t0 += fwd0
+        f_end.append(t0)
+    t1, fb_end = 0.0, []
+    for i in range(micro):
+        t1 = max(t1, f_end[i] + t_act) + fb1
+        fb_end.append(t1)
+    for i in range(micro):
+        t0 = max(t0, fb_end[i] + t_grad) + bwd0
+    return max(t0 + update0, t1 + update1)
+
+
+def predict(job: Job, profile, foreign_cores: float = 0.0) -> tuple[float, dict]:
+    """Predicted step time of ``job`` (seconds) and its parts, from the profile and the
+    number of cores other programs hold (``foreign_cores``; 0: a quiet machine)."""
+    share = thread_share(profile)
+    cores = int(profile.meta.get("cores") or profile.device.get("sm_count") or 1)
+    sizes, P = job.sizes, n_params(job.sizes)
+    grad_bytes = P * F32
+    tensors = 2 * (len(sizes) - 1)
+    if job.kind == "dp":
+        slow = contention(job.world, cores, foreign_cores)
+        comp = compute_s(profile, sizes, job.batch, share) * slow
+        if job.world > 1:
+            upd = update_s(profile, P, packed=True, tensors=1) * slow
+            # every rank works through the whole ring (sends, receives, sums): the collective
+            # is as CPU-bound as the compute and shares the cores the same way
+            comm = max(all_reduce_s(profile, job.world, grad_bytes),
+                       comm_cpu_s(profile, "all_reduce", job.world, grad_bytes)) * slow
+        else:
+            upd, comm = update_s(profile, P, packed=False, tensors=tensors), 0.0
+        parts = {"compute_s": comp, "update_s": upd, "comm_s": comm}
+        return comp + upd + comm, parts
+    if job.kind == "ps":
+        W = job.world - 1
+        slow = contention(W, cores, foreign_cores)   # the server waits while workers compute
+        comp = compute_s(profile, sizes, job.batch, share) * slow \
+            + P * 8 / elementwise_bw(profile)     # packing the gradients
+        t_msg = send_recv_s(profile, grad_bytes, contention(2, cores, foreign_cores))
+        # server: sum W buffers (12 B/param per extra buffer), divide (8 B), SGD (20 B)
+        upd = update_s(profile, P, packed=False, extra_bytes_per_param=12 * (W - 1) + 8) \
+            * contention(1, cores, foreign_cores)
+        step = ps_step_s(comp, t_msg, t_msg, upd, W)
+        return step, {"compute_s": comp, "update_s": upd, "comm_s": step - comp - upd}
+    if job.kind == "pp":
+        L = len(sizes) - 1
+        cut = L // 2
+        s0, s1 = sizes[:cut + 1], sizes[cut:]
+        mb = job.batch // job.micro
+        slow = contention(job.world, cores, foreign_cores)
+        c0 = compute_s(profile, s0, mb, share, loss=False) * slow
+        gemm_f0 = sum(2.0 * m * n * k / (profile.gemm_flops_per_s(m, n, k, "fp32") * share)
+                      for m, n, k in gemm_shapes(s0, mb)[0::3]) * slow
+        fwd0 = gemm_f0 + (c0 - gemm_f0) / 3          # elementwise: ~1/3 forward, 2/3 backward
+        bwd0 = c0 - fwd0
+        fb1 = compute_s(profile, s1, mb, share) * slow
+        # gradients accumulate (grads += g: 12 B/param per micro-batch), zeroed once (4 B)
+        p0, p1 = n_params(s0), n_params(s1)
+        bw = elementwise_bw(profile)
+        bwd0 += p0 * 12 / bw
+        fb1 += p1 * 12 / bw
+        upd0 = update_s(profile, p0, packed=False, extra_bytes_per_param=4, tensors=2 * cut) * slow
+        upd1 = update_s(profile, p1, packed=False, extra_bytes_per_param=4,
+                        tensors=2 * (L - cut)) * slow
+        t_act = send_recv_s(profile, mb * sizes[cut] * F32, slow)
+        step = pipeline_step_s(fwd0, bwd0, fb1, t_act, t_act, job.micro, upd0, upd1)
+        ideal = job.micro * (fwd0 + bwd0) + upd0
+        return step, {"compute_s": job.micro * (fwd0 + bwd0), "update_s": upd0,
+                      "comm_bubble_s": step - ideal}
+    raise ValueError(f"unknown job kind {job.kind!r}")
+
+
+# ---- running the jobs --------------------------------------------------------------------
+
+class LocalRunFailed(RuntimeError):
+    """Worker processes did not produce a result."""
+
+
+def launch(job: Job, *, timeout_s: float = 300.0) -> dict:
+    """Run ``job`` on ``job.world`` local processes of :mod:`.local_worker`; rank 0's result.
+
+    The processes are started as :mod:`parsim.calibrate.launch` starts the calibration's
+    communication workers (the same torchrun variables, free port and loopback gloo, its
+    failure report) plus one BLAS thread per process; its ``run_local`` is tied to the
+    calibration module, so the loop is here."""
+    from ..calibrate.launch import _tail, free_port
+    with tempfile.TemporaryDirectory(prefix="parsim-validate-") as tmp:
+        job_path, result_path = os.path.join(tmp, "job.json"), os.path.join(tmp, "result.json")
+        pids_path = os.path.join(tmp, "pids")
+        with open(job_path, "w") as f:
+            json.dump(dict(job.to_json(), _pids_file=pids_path), f)
+        cmd = [sys.executable, "-m", "parsim.validate.local_worker", job_path, result_path]
+        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                   PYTHONWARNINGS="ignore::FutureWarning", MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(free_port()), WORLD_SIZE=str(job.world),
+                   LOCAL_WORLD_SIZE=str(job.world))
+        if sys.platform.startswith("linux") and os.path.exists("/sys/class/net/lo"):
+            env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+        procs, logs = [], []
+        try:
+            for r in range(job.world):
+                log = tempfile.TemporaryFile(dir=tmp)
+                logs.append(log)
+                procs.append(subprocess.Popen(cmd, env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
+                                              stdout=subprocess.DEVNULL, stderr=log))
+            with open(pids_path + ".tmp", "w") as f:
+                f.write(" ".join(str(p.pid) for p in procs))
+            os.replace(pids_path + ".tmp", pids_path)
+            deadline = time.monotonic() + timeout_s
+            while any(p.poll() is None for p in procs):
+                if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        codes = [p.returncode for p in procs]
+        if any(codes) or not os.path.exists(result_path):
+            raise LocalRunFailed(f"{job.name}: workers failed (exit codes {codes}): {_tail(logs)}")
+        with open(result_path) as f:
+            return json.load(f)
+
+
+@dataclass
+class Row:
+    name: str
+    kind: str
+    processes: int
+    measured_s: float
+    predicted_s: float
+    error_pct: float
+    spread_pct: float
+    predicted_quiet_s: float = math.nan
+    foreign_cores: float = 0.0
+    parts: dict = field(default_factory=dict)
+    samples_s: list = field(default_factory=list)
+    phases: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "processes": self.processes,
+                "measured_s": self.measured_s, "predicted_s": self.predicted_s,
+                "error_pct": self.error_pct, "spread_pct": self.spread_pct,
+                "predicted_quiet_s": self.predicted_quiet_s, "foreign_cores": self.foreign_cores,
+                "parts": self.parts, "phases_measured": self.phases, "samples_s": self.samples_s}
+
+
+@dataclass
+class LocalReport:
+    profile: str
+    cores: int
+    rows: list = field(default_factory=list)
+    loadavg_before: float | None = None
+    loadavg_after: float | None = None
+    dropped_gemm: list = field(default_factory=list)
+
+    @property
+    def abs_errors(self):
+        return [abs(r.error_pct) for r in self.rows]
+
+    @property
+    def median_abs_pct_error(self) -> float:
+        return float(np.median(self.abs_errors)) if self.rows else math.nan
+
+    @property
+    def max_abs_pct_error(self) -> float:
+        return float(max(self.abs_errors)) if self.rows else math.nan
+
+    def warnings(self) -> list[str]:
+        load = max(v for v in (self.loadavg_before, self.loadavg_after, 0.0) if v is not None)
+        out = []
+        if load > 0.5 * self.cores:
+            out.append(f"load average {load:.2f} on {self.cores} cores: other processes compete "
+                       "with the jobs; measured times (and spreads) are inflated")
+        if self.dropped_gemm:
+            out.append("profile GEMM rows ignored as disturbed (>10x below their dtype's median): "
+                       + ", ".join(self.dropped_gemm))
+        return out
+
+    def to_json(self) -> dict:
+        return {"profile": self.profile, "cores": self.cores, "dropped_gemm": self.dropped_gemm,
+                "loadavg_before": self.loadavg_before, "loadavg_after": self.loadavg_after,
+                "median_abs_pct_error": self.median_abs_pct_error,
+                "max_abs_pct_error": self.max_abs_pct_error, "warnings": self.warnings(),
+                "rows": [r.to_json() for r in self.rows]}
+
+
+def _loadavg():
+    try:
+        return float(os.getloadavg()[0])
+    except (OSError, AttributeError):
+        return None
+
+
+FOREIGN_CORES_MAX = 0.25       # a run during which others held more cores is redone
+
+
+def measure_row(job: Job, profile, *, timeout_s: float = 300.0, attempts: int = 3) -> Row:
+    """Run ``job`` for real, predict it, and compare.
+
+    A run during which other programs held more than ``FOREIGN_CORES_MAX`` cores (the
+    calibration's rule, /proc accounting over the measured steps) is redone, ``attempts``
+    runs at most; the least disturbed is kept. The prediction is for the machine as that
+    run found it: the foreign cores enter :func:`contention` (``predicted_quiet_s``: the
+    same model on an idle machine)."""
+    quiet, _ = predict(job, profile)
+    best = None
+    for _ in range(max(1, attempts)):
+        result = launch(job, timeout_s=timeout_s)
+        result["foreign_cores"] = float(result.get("foreign_cores") or 0.0)
+        if best is None or result["foreign_cores"] < best["foreign_cores"]:
+            best = result
+        if best["foreign_cores"] <= FOREIGN_CORES_MAX:
+            break
+    result, foreign = best, best["foreign_cores"]
+    predicted, parts = predict(job, profile, foreign)
+    samples = result["step_s"][result["warmup"]:]
+    med = float(np.median(samples))
+    p10, p90 = np.percentile(samples, [10, 90])
+    kept = result.get("phases", [])[result["warmup"]:]
+    phases = {k: float(np.median([p[k] for p in kept])) for k in (kept[0] if kept else {})}
+    return Row(job.name, job.kind, job.world, med, predicted, 100.0 * (predicted - med) / med,
+               100.0 * float(p90 - p10) / med, quiet, foreign, parts,
+               [float(s) for s in samples], phases)
+
+
+def validate_local(profile_path: str | None = None, *, quick: bool = False, jobs=None,
+                   progress=None, timeout_s: float = 300.0,
+                   attempts: int | None = None) -> LocalReport:
+    """Run every job (default :func:`default_jobs`) and return the report; ``attempts``
+    runs per job at most when others disturb it (default 3, 1 with ``quick``)."""
+    attempts = attempts or (1 if quick else 3)
+    from ..calibrate.profile import load_profile
+    path = profile_path or DEFAULT_PROFILE
+    profile, dropped = robust_profile(load_profile(path, file_key="--profile"))
+    report = LocalReport(profile=path, cores=os.cpu_count() or 1, loadavg_before=_loadavg(),
+                         dropped_gemm=[f"{r['m']:g}x{r['n']:g}x{r['k']:g} {r['dtype']} "
+                                       f"{r['flops_per_s'] / 1e9:.2f} GFLOP/s" for r in dropped])
+    for job in jobs if jobs is not None else default_jobs(quick):
+        if progress:
+            progress(job)
+        report.rows.append(measure_row(job, profile, timeout_s=timeout_s, attempts=attempts))
+    report.loadavg_after = _loadavg()
+    return report
+
+
+# ---- output ------------------------------------------------------------------------------
+
+def format_table(report: LocalReport) -> str:
+    w = max([len(r.name) for r in report.rows] + [3])
+    lines = [f"profile {report.profile}; {report.cores} cores; load average "
+             f"{_fmt_load(report.loadavg_before)} before, {_fmt_load(report.loadavg_after)} after",
+             f"{'job':<{w}}  {'procs':>5}  {'measured':>10}  {'predicted':>10}  {'error':>8}  "
+             f"{'spread':>7}  {'foreign':>7}  {'quiet pred':>10}"]
+    for r in report.rows:
+        lines.append(f"{r.name:<{w}}  {r.processes:>5}  {r.measured_s * 1e3:>8.2f}ms  "
+                     f"{r.predicted_s * 1e3:>8.2f}ms  {r.error_pct:>+7.1f}%  {r.spread_pct:>6.1f}%  "
+                     f"{r.foreign_cores:>7.2f}  {r.predicted_quiet_s * 1e3:>8.2f}ms")
+    lines.append(f"median |error| {report.median_abs_pct_error:.1f} %, "
+                 f"worst {report.max_abs_pct_error:.1f} % ({len(report.rows)} jobs)")
+    lines.extend(f"warning: {w_}" for w_ in report.warnings())
+    return "\n".join(lines)
+
+
+def _fmt_load(v) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def plot(report: LocalReport, path: str) -> None:
+    """Predicted against measured step time (ms, log axes) with y = x; written atomically."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 6))
+    for kind in sorted({r.kind for r in report.rows}):
+        rows = [r for r in report.rows if r.kind == kind]
+        ax.errorbar([r.measured_s * 1e3 for r in rows], [r.predicted_s * 1e3 for r in rows],
+                    xerr=[r.measured_s * r.spread_pct / 200 * 1e3 for r in rows],
+                    fmt="o", ms=5, label=kind)
+        for r in rows:
+            ax.annotate(r.name, (r.measured_s * 1e3, r.predicted_s * 1e3), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+    vals = [v * 1e3 for r in report.rows for v in (r.measured_s, r.predicted_s)] or [1, 100]
+    lo, hi = min(vals) / 1.5, max(vals) * 1.5
+    ax.plot([lo, hi], [lo, hi], "k-", lw=0.8, label="y = x")
+    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi),
+           xlabel="measured step time (ms)", ylabel="predicted step time (ms)",
+           title=f"local runs: median |err| {report.median_abs_pct_error:.1f} %, "
+                 f"worst {report.max_abs_pct_error:.1f} %")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        raise ScenarioError("directory does not exist", file=path, key="--plot")
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=d)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def add_arguments(parser) -> None:
+    """Options of the local validation beyond ``parsim validate``'s own."""
+    parser.add_argument("--profile", metavar="P.toml", help=f"profile (default {DEFAULT_PROFILE})")
+    parser.add_argument("--quick", action="store_true", help="tiny jobs, few steps (tests)")
+
+
+def run(args) -> int:
+    """Entry from ``parsim validate --local DIR``: run, print, write DIR/local_runs.json."""
+    quiet = getattr(args, "quiet", False) or getattr(args, "json", False)
+    out_dir = getattr(args, "local", None)
+    if isinstance(out_dir, str) and out_dir and not os.path.isdir(out_dir):
+        raise ScenarioError("directory does not exist", file=out_dir, key="--local")
+
+    def progress(job):
+        if not quiet:
+            print(f"running {job.name} ({job.world} processes)", file=sys.stderr, flush=True)
+    try:
+        report = validate_local(getattr(args, "profile", None), quick=getattr(args, "quick", False),
+                                progress=progress)
+    except LocalRunFailed as err:
+        raise ScenarioError(str(err), key="--local") from None
+    if isinstance(out_dir, str) and out_dir:
+        with open(os.path.join(out_dir, "local_runs.json"), "w") as f:
+            json.dump(report.to_json(), f, indent=1)
+    if getattr(args, "plot", None):
+        plot(report, args.plot)
+    print(json.dumps(report.to_json(), indent=1) if args.json else format_table(report))
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m parsim.validate.local",
+                                 description="real local runs against the cost model")
+    add_arguments(ap)
+    ap.add_argument("--local", metavar="DIR", default="", help="also write DIR/local_runs.json")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--plot", metavar="PNG")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        return run(args)
+    except ScenarioError as err:
+        print(f"parsim: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
