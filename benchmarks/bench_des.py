@@ -70,9 +70,9 @@ def bench_model(name: str, sc, fidelity: str = "reduced") -> dict:
     t0 = time.perf_counter()
     cluster = cluster_for(sc)
     costs = step_costs(sc, device_for(sc), cluster)
-    prog = lower(sc, costs)
+    prog, replicas = lower(sc, costs, reduce_above_ops=0 if fidelity == "reduced" else float("inf"))
     t_lower = time.perf_counter() - t0
-    r = run(prog, device_view(sc, cluster), fidelity=fidelity)
+    r = run(prog, device_view(sc, cluster), fidelity=fidelity, replicas=replicas)
     return {"name": name, "ops": len(prog.ops), "lower_s": t_lower, "wall_s": r.wall_s,
             "events": r.events, "step_s": r.step_time_s, "fidelity": r.fidelity,
             "notes": r.notes}

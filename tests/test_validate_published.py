@@ -2,8 +2,9 @@
 
 Data: shared/data/published_runs.csv (85 rows, 60 with a usable step time; see
 shared/data/README.md). The pinned errors are the current model's, so a change that
-worsens accuracy fails here; tighten them when the model improves. The targets of the
-issue (mean <= 8 %, worst <= 20 %) are not reached yet: see README "Validation".
+worsens accuracy fails here; tighten them when the model improves. The issue's target mean
+(<= 8 %) is met; its worst-row target (<= 20 %) is not yet: five rows (MPT-7B on H100,
+BLOOM's batch-size ramp-up) miss by up to 4 points; see README "Validation".
 """
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "published_runs
 pytestmark = pytest.mark.skipif(not DATA.exists(), reason="shared/data/published_runs.csv absent")
 
 # source -> (rows, mean |error| %, worst |error| %) measured with this model; slack 0.5 point
-PINNED = {"narayanan21": (18, 22.9, 42.9), "korthikanti22": (7, 16.7, 22.7),
-          "megatron_readme2020": (12, 5.6, 12.3), "bloom176b": (3, 46.1, 56.8),
-          "mosaic": (16, 21.9, 36.1), "nemo2407": (4, 20.6, 36.8)}
-PINNED_OVERALL = (60, 19.5, 56.8)
+PINNED = {"narayanan21": (18, 5.0, 12.9), "korthikanti22": (7, 3.9, 8.8),
+          "megatron_readme2020": (12, 7.5, 11.6), "bloom176b": (3, 16.1, 23.2),
+          "mosaic": (16, 9.2, 24.0), "nemo2407": (4, 8.3, 16.2)}
+PINNED_OVERALL = (60, 7.3, 24.0)
 SLACK = 0.5
 
 
@@ -57,6 +58,10 @@ def test_per_source_error_does_not_get_worse(report, source):
     assert got_worst <= worst + SLACK
 
 
+def test_issue_mean_target_is_met(report):
+    assert report.mean_abs_pct_error <= 8.0
+
+
 def test_megatron_2020_rows_within_13_percent(report):
     """Megatron-LM README 2020-09-11: tensor parallelism only, unfused attention."""
     errs = [abs(r.error_pct) for r in report.rows if r.source == "megatron_readme2020"]
@@ -73,6 +78,18 @@ def test_defaults_are_framework_rules_not_row_values():
     assert raw["model"]["gated_mlp"] and raw["training"]["flash_attention"]
     raw, _ = row_scenario(rows["bloom176b_main_gbs2048"])
     assert raw["parallel"]["stage_layers"] == [5] + [6] * 10 + [5]
+    assert raw["parallel"]["pipeline_p2p"] == "sequential"    # DeepSpeed pipeline engine
+    assert raw["parallel"]["scatter_gather"] is False
+    assert raw["parallel"]["zero_grad_reduce"] == "all_reduce"  # BF16_Optimizer
+    assert raw["training"]["overlap_grad_reduce"] is False
+    assert raw["cluster"]["nic_bandwidth"] == "50 Gb/s"         # 4 Omni-Path links / 8 GPUs
+    raw, _ = row_scenario(rows["narayanan21_t2_ptdp_174.6B_384gpu"])
+    assert raw["parallel"]["pipeline_p2p"] == "paired"         # Megatron-LM before Core
+    raw, _ = row_scenario(rows["nemo2407_llama3-8b_8gpu"])
+    assert raw["training"]["overlap_grad_reduce"] is True
+    assert "pipeline_p2p" not in raw["parallel"]               # Megatron-Core overlaps
+    raw, _ = row_scenario(rows["megatron_readme2020_8B_dgxa100_dp128"])
+    assert raw["training"]["micro_batch"] == 16                # 2020 code: no accumulation
     raw, reason = row_scenario(rows["opt175b"])
     assert raw is None and reason.startswith("not predictable")
 

@@ -76,7 +76,7 @@ def category(op) -> str:
 
 
 def run(program: Program, cluster, *, fidelity: str = "auto", trace: bool = False,
-        network: str = "lockstep") -> DesResult:
+        network: str = "lockstep", replicas: Replicas | None = None) -> DesResult:
     """Simulate one step of ``program`` on ``cluster`` (see module docstring).
 
     Examples
@@ -93,16 +93,17 @@ def run(program: Program, cluster, *, fidelity: str = "auto", trace: bool = Fals
         raise ValueError(f"network = {network!r}: must be one of lockstep, flows")
     t0 = time.perf_counter()
     notes = []
-    reps = None
+    reps = replicas    # given when the lowering built replica 0 only
     streams = program.streams()
-    if fidelity == "reduced" or (fidelity == "auto" and program.num_ranks > FULL_FIDELITY_MAX_RANKS):
+    if reps is None and (fidelity == "reduced" or (
+            fidelity == "auto" and program.num_ranks > FULL_FIDELITY_MAX_RANKS)):
         reps = find_replicas(program, streams)
         if reps is None:
             notes.append("no symmetric replicas found: simulated every rank")
-        else:
-            notes.append(f"symmetric replicas: simulated 1 of {reps.count} DP replicas "
-                         f"({len(reps.ranks)} of {program.num_ranks} ranks); the other "
-                         f"replicas' traffic is carried on the shared links")
+    if reps is not None:
+        notes.append(f"symmetric replicas: simulated 1 of {reps.count} DP replicas "
+                     f"({len(reps.ranks)} of {program.num_ranks} ranks); the other "
+                     f"replicas' traffic is carried on the shared links")
     if program.replicas > 1:
         notes.append(f"program holds 1 of {program.replicas} replicas (reduced at lowering)")
     sim = _Sim(program, cluster, reps, network, trace, streams)

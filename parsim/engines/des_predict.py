@@ -22,10 +22,9 @@ def predict(sc: Scenario, device, cluster, *, fidelity: str = "auto", keep=False
     """Simulate one step of ``sc``; returns a Prediction (and, with ``keep``, the
     DES result and program for traces)."""
     costs = step_costs(sc, device, cluster)
-    program = lower(sc, costs)
-    if fidelity == "auto" and len(program.ops) > REDUCE_ABOVE_OPS:
-        fidelity = "reduced"
-    result = des.run(program, device_view(sc, cluster), fidelity=fidelity)
+    limit = {"full": float("inf"), "reduced": 0}.get(fidelity, REDUCE_ABOVE_OPS)
+    program, replicas = lower(sc, costs, reduce_above_ops=limit)
+    result = des.run(program, device_view(sc, cluster), fidelity=fidelity, replicas=replicas)
     pred = _compose(sc, device, cluster, costs, program, result)
     return (pred, result, program) if keep else pred
 

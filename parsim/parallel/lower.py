@@ -23,6 +23,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+
+from ..engines.des_replicas import Replicas
 from ..engines.schedules import pipeline_order
 from ..program import COLLECTIVE, COMPUTE, SEND, Op, Program
 from ..scenario import Scenario
@@ -45,21 +48,34 @@ def device_view(sc: Scenario, cluster):
     return replace(cluster, devices=devices)
 
 
-def lower(sc: Scenario, costs: StepCosts) -> Program:
-    """The whole step of ``sc`` as a Program (see module docstring)."""
+def lower(sc: Scenario, costs: StepCosts, *, reduce_above_ops: float = float("inf")):
+    """The whole step of ``sc`` as a Program (see module docstring).
+
+    Returns ``(program, replicas)``. When the full program would exceed
+    ``reduce_above_ops`` ops and there are several data-parallel replicas, only
+    replica 0 is built, its gradient collectives still span the whole DP group, and
+    ``replicas`` (a :class:`~parsim.engines.des_replicas.Replicas`) tells the DES how
+    the others fold onto it; otherwise ``replicas`` is None and every rank is there.
+    """
     p = sc.parallel
     order = pipeline_order(p.schedule, p.pp, sc.microbatches, p.vpp)
     prog = Program(num_ranks=p.dp * p.pp)
     nb = grad_buckets(costs)
     last0 = _lower_replica(sc, costs, prog, order, nb)
     per_replica = len(prog.ops)
+    if p.dp > 1 and per_replica * p.dp > reduce_above_ops:
+        cross = [op_id for s in range(p.pp)
+                 for op_id in _lower_stage_tail(sc, costs, prog, s, [last0[s]], nb)]
+        copies = {s: tuple(s + p.pp * d for d in range(p.dp)) for s in range(p.pp)}
+        return prog, Replicas(p.dp, tuple(range(p.pp)), copies, np.arange(len(prog.ops)),
+                              frozenset(cross))
     last_pieces = [last0]
     for d in range(1, p.dp):
         _copy_replica(prog, per_replica, d, p.pp)
         last_pieces.append([[i + d * per_replica for i in pcs] for pcs in last0])
     for s in range(p.pp):
         _lower_stage_tail(sc, costs, prog, s, [lp[s] for lp in last_pieces], nb)
-    return prog
+    return prog, None
 
 
 def _copy_replica(prog: Program, n: int, d: int, pp: int) -> None:
@@ -131,8 +147,11 @@ def _pass(prog, ch, rank, phase, mb, c, deps, split) -> list[int]:
     return pieces
 
 
-def _lower_stage_tail(sc, costs, prog, s, pieces, nb):
-    """Bucketed gradient sync, optimizer step and parameter gather of stage ``s``."""
+def _lower_stage_tail(sc, costs, prog, s, pieces, nb) -> list[int]:
+    """Bucketed gradient sync, optimizer step and parameter gather of stage ``s``.
+
+    ``pieces`` holds, for each replica built, the pieces of its final backward (only
+    replica 0's when the others are folded); returns the ids of the collectives."""
     p, t = sc.parallel, sc.training
     group = [s + p.pp * d for d in range(p.dp)]
     syncs = []
@@ -145,9 +164,12 @@ def _lower_stage_tail(sc, costs, prog, s, pieces, nb):
             syncs.append(prog.add(COLLECTIVE, group, "dp", f"grad {coll} s{s} bucket{k}",
                                   deps=[pc[ready] for pc in pieces], coll=coll, algorithm=alg,
                                   size_bytes=size / nb, category=costs.grad_sync_kind))
-    opts = [prog.add(COMPUTE, [r], "compute", f"optimizer s{s}", deps=syncs + [pieces[d][-1]],
-                     duration_s=costs.optimizer_s[s], category="optimizer")
-            for d, r in enumerate(group)]
+    opts = [prog.add(COMPUTE, [group[d]], "compute", f"optimizer s{s}",
+                     deps=syncs + [pc[-1]], duration_s=costs.optimizer_s[s],
+                     category="optimizer")
+            for d, pc in enumerate(pieces)]
     if costs.param_gather_s[s] > 0 and p.dp > 1:
-        prog.add(COLLECTIVE, group, "dp", f"param all_gather s{s}", deps=opts, coll="all_gather",
-                 algorithm="ring", size_bytes=costs.params[s] * costs.weight_bytes, category="dp")
+        syncs.append(prog.add(COLLECTIVE, group, "dp", f"param all_gather s{s}", deps=opts,
+                              coll="all_gather", algorithm="ring",
+                              size_bytes=costs.params[s] * costs.weight_bytes, category="dp"))
+    return syncs

@@ -11,7 +11,14 @@ Korthikanti et al. 2022, sec. 4.2.2): two all-reduces of b·s·h activations in 
 forward pass and two in the backward; with sequence parallelism each becomes a
 reduce-scatter plus an all-gather of the same bytes, which a ring prices the same.
 Pipeline sends carry b·s·h activations, split over the TP ranks' NICs by the
-scatter/gather optimisation (Narayanan et al. 2021, sec. 4.1).
+scatter/gather optimisation (Narayanan et al. 2021, sec. 4.1) unless
+``parallel.scatter_gather`` is off (DeepSpeed's pipeline engine sends the whole tensor).
+
+Tensor-core ops (GEMMs, attention) run at the device's microbenchmark rate times
+``Device.sustained_frac``, the fraction a GPU sustains inside a training step (power-limited
+clocks with communication alongside); memory-bound kernels keep their rate. With tied
+embeddings and pipelining, the first and last stages also all-reduce the word-embedding
+gradients (:func:`_tied_embedding_sync_s`).
 """
 from __future__ import annotations
 

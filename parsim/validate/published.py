@@ -12,7 +12,8 @@ measured time, and there is no per-run or per-source correction.
 
 Defaults and rules (each a property of the framework or the model family, not of a row):
 
-* ``micro_batch`` 1, ``recompute`` none, ``zero`` 0, ``sequence_parallel`` off, ``cp``/``ep``
+* ``micro_batch`` 1 (but see Megatron-LM 2020 below), ``recompute`` none, ``zero`` 0,
+  ``sequence_parallel`` off, ``cp``/``ep``
   1: Megatron-LM's argument defaults (``--micro-batch-size`` in its examples is 1,
   ``--recompute-granularity`` unset, ``--sequence-parallel`` off).
 * ``vpp`` unstated with the interleaved schedule named: 2 chunks per device when they divide
@@ -35,7 +36,18 @@ Defaults and rules (each a property of the framework or the model family, not of
   (:func:`_stage_layers`).
 * Cluster: ``dgx-a100`` for A100 rows, ``dgx-h100`` for H100/H200 rows, and for V100 (DGX-2:
   16 V100 on NVSwitch, 8× EDR 100 Gb/s InfiniBand) ``dgx-a100`` with ``nvlink_bandwidth``
-  150 GB/s and ``nic_bandwidth`` 100 Gb/s (NVIDIA DGX-2 datasheet).
+  150 GB/s and ``nic_bandwidth`` 100 Gb/s (NVIDIA DGX-2 datasheet), NVLink2 achieving 0.81 of
+  it (GTC24 S62129: 122 of 150 GB/s). A links note naming N Omni-Path links per node (BLOOM's
+  Jean Zay) sets ``nic_bandwidth`` to N × 100 Gb/s over the node's GPUs (Intel OPA 100 series).
+* ``micro_batch`` unstated on Megatron-LM 2020 rows (before v2.0): global_batch / dp, as
+  that code had no gradient accumulation (:func:`_micro_batch`).
+* Gradient reduction and parameter all-gather overlap the backward pass only in frameworks
+  that do it (``OVERLAP_GRAD_FRAMEWORKS``: Megatron-Core / NeMo, PyTorch FSDP); Megatron-LM
+  before Megatron-Core and DeepSpeed reduce after the last backward.
+* Pipeline sends (:func:`_pipeline_p2p`): Megatron-LM before Megatron-Core blocks on paired
+  exchanges, the DeepSpeed pipeline engine on four separate sends and receives per
+  micro-batch without the scatter/gather optimisation, and DeepSpeed's BF16_Optimizer
+  all-reduces (not reduce-scatters) the FP32 gradients.
 """
 from __future__ import annotations
 
@@ -66,7 +78,9 @@ FLASH_FRAMEWORKS = ("flashattention", "megatron-core", "nemo", "transformer engi
 # the last micro-batch's backward (megatron/training.py ``train_step``:
 # ``model.allreduce_gradients()``), and the DeepSpeed pipeline engine reduces them in a
 # ``ReduceGrads`` instruction after the schedule's last backward (deepspeed/runtime/pipe/
-# schedule.py ``TrainSchedule``): nothing hides them.
+# schedule.py ``TrainSchedule``): nothing hides them. DeepSpeed ZeRO-3 as run with Megatron-LM
+# in 2021 (Narayanan et al. 2021, Table 2): judgement, the paper gives no DeepSpeed config and
+# DeepSpeed's ``overlap_comm`` then defaulted to off, so its reduce-scatter is not hidden either.
 OVERLAP_GRAD_FRAMEWORKS = ("megatron-core", "nemo", "composer", "fsdp")
 # Pipeline sends by framework (parsim.engines.analytical.BLOCKING_P2P): DeepSpeed's pipeline
 # engine (Megatron-DeepSpeed) blocks on separate sends and receives and has no scatter/gather
