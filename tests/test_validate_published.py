@@ -115,8 +115,6 @@ def test_cli_errors_are_one_line(run_cli, tmp_path):
     bad.write_text("a,b\n1,2\n")
     code, _, err = run_cli("validate", "--published", bad)
     assert code == 2 and "header lacks column(s) run_id" in err
-    code, _, err = run_cli("validate", "--local", tmp_path)
-    assert code == 2 and err.startswith("parsim: error: --local:")
 
 
 def test_read_rows_rejects_bad_header(tmp_path):

@@ -165,11 +165,8 @@ def n_params(sizes) -> int:
 
 
 def elementwise_bw(profile) -> float:
-    """Bandwidth of numpy's elementwise ops: the profile's ``add`` (two inputs, one output,
-    like bias add, ReLU, the mask product), else its copy bandwidth (``mem_bw_Bps``)."""
-    for row in profile.memory:
-        if row.get("op") == "add" and row.get("bytes_per_s"):
-            return float(row["bytes_per_s"])
+    """Bandwidth of numpy's elementwise ops and of the update: the profile's memory
+    bandwidth (``device.mem_bw_Bps``, a large copy; one thread, like numpy's ufuncs)."""
     return float(profile.device["mem_bw_Bps"])
 
 
@@ -351,6 +348,11 @@ def predict(job: Job, profile, foreign_cores: float = 0.0) -> tuple[float, dict]
         upd1 = update_s(profile, p1, packed=False, extra_bytes_per_param=4,
                         tensors=2 * (L - cut)) * slow
         t_act = send_recv_s(profile, mb * sizes[cut] * F32, slow)
+        if job.world >= cores - foreign_cores:
+            # no idle core: gloo's CPU time for each message (sent or received, ``cpu_s``)
+            # comes out of the stage's compute — 2 messages per micro-batch on each stage
+            msg_cpu = comm_cpu_s(profile, "send_recv", 2, mb * sizes[cut] * F32) * slow
+            fwd0, bwd0, fb1 = fwd0 + msg_cpu, bwd0 + msg_cpu, fb1 + 2 * msg_cpu
         step = pipeline_step_s(fwd0, bwd0, fb1, t_act, t_act, job.micro, upd0, upd1)
         ideal = job.micro * (fwd0 + bwd0) + upd0
         return step, {"compute_s": job.micro * (fwd0 + bwd0), "update_s": upd0,
