@@ -3,6 +3,7 @@
     parsim validate --published ../shared/data/published_runs.csv
     parsim validate --published runs.csv --json
     parsim validate --published runs.csv --plot validation.png
+    parsim validate --local [DIR] [--profile P.toml] [--quick]
 
 Prints one line per predicted run (measured, predicted, error), the mean and worst
 absolute percentage error per source and overall, and every skipped row with its reason.
@@ -21,15 +22,21 @@ from ..errors import ScenarioError
 def add_arguments(parser) -> None:
     parser.add_argument("--published", metavar="FILE.csv",
                         help="published runs in the shared/data/published_runs.csv format")
-    parser.add_argument("--local", metavar="DIR",
-                        help="runs measured on this machine (needs parsim.validate.local)")
+    parser.add_argument("--local", metavar="DIR", nargs="?", const="",
+                        help="run real jobs on this machine and compare (DIR, if given, "
+                             "receives local_runs.json)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--plot", metavar="PNG", help="draw predicted vs measured (log axes)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    try:
+        from .local import add_arguments as add_local_arguments
+    except ImportError:
+        return
+    add_local_arguments(parser)
 
 
 def run(args) -> int:
-    if getattr(args, "local", None):
+    if getattr(args, "local", None) is not None:
         return run_local(args)
     if not args.published:
         raise ScenarioError("give --published FILE.csv (or --local DIR)", key="validate")
