@@ -82,3 +82,23 @@ def test_tp1_has_no_tp_communication():
                        ["parallel.tp=1", "parallel.dp=64", "training.global_batch=1536"])
     pred = analytical.run(sc, device_for(sc), cluster_for(sc))
     assert pred.comm_s["tp"] == 0
+
+
+def test_trace_and_timeline_from_the_cli(run_cli, tmp_path):
+    """Chrome trace-event JSON (one complete slice per op) and a Gantt PNG."""
+    trace, png = tmp_path / "t.json", tmp_path / "t.png"
+    code, out, err = run_cli("predict", SCENARIOS / "mlp-model-parallel.toml",
+                             "--trace", trace, "--timeline", png)
+    assert code == 0, err
+    events = json.loads(trace.read_text())["traceEvents"]
+    slices = [e for e in events if e.get("ph") == "X"]
+    assert slices and all({"name", "ts", "dur", "pid", "tid"} <= e.keys() for e in slices)
+    assert any(e["name"].startswith("fwd") for e in slices)
+    assert any(e["name"].startswith("bwd") for e in slices)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_trace_needs_the_des(run_cli, tmp_path):
+    code, _, err = run_cli("predict", SCENARIOS / "mlp-model-parallel.toml", "--engine",
+                           "analytical", "--trace", tmp_path / "t.json")
+    assert code == 2 and "--trace" in err
