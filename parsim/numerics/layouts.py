@@ -33,7 +33,7 @@ import numpy as np
 from parsim.errors import Infeasible
 from parsim.numerics.blocks import ModelSpec
 from parsim.numerics.comm import Comm, apply_steps, chunk_bounds
-from parsim.numerics.pipeline import SCHEDULES, run_schedule
+from parsim.numerics.pipeline import pipeline_order, run_schedule
 
 
 @dataclass(frozen=True)
@@ -211,7 +211,7 @@ class ParallelTrainer:
             return [comm.send(a, self.rank(d, src, t), self.rank(d, dst, t), tag="pp")
                     for t, a in enumerate(acts)]
 
-        order = SCHEDULES[L.schedule](L.pp, m, L.vpp)
+        order = pipeline_order(L.schedule, L.pp, m, L.vpp)
         run = run_schedule(order, L.vpp, forward, backward, send)
         self.ticks, self.peak_inflight = run["ticks"], run["peak_inflight"]
         return sum(losses) / m, gvecs

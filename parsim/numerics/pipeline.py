@@ -1,72 +1,23 @@
-"""Pipeline-parallel schedules, and an executor that runs them in lock step.
+"""Pipeline-parallel execution of the timing model's pipeline orders, in lock step.
 
-A schedule gives each of ``p`` devices its ordered list of actions ``(kind, mb, chunk)``:
+The per-device orders come from :func:`parsim.engines.schedules.pipeline_order`, the
+same function that builds the timing DES's pipeline Program, so the numerics and the
+timing run one schedule: device d gets its ordered list of actions ``(kind, mb, chunk)``,
 ``"F"`` or ``"B"`` of micro-batch ``mb`` on model chunk ``chunk``. With ``v`` chunks per
 device the model is cut into ``p·v`` virtual stages and chunk c of device d is virtual
-stage ``c·p + d`` (Megatron's interleaving).
-
-* GPipe: all forwards, then all backwards (Huang et al. 2019).
-* 1F1B: p-d-1 warm-up forwards, then one forward one backward, then the rest of the
-  backwards, so at most p-d micro-batches are in flight on device d (Narayanan et al.
-  2019, PipeDream-Flush).
-* Interleaved 1F1B: Megatron-LM's order (Narayanan et al. 2021, §2.2; ``schedules.py``):
-  forward k runs chunk (k // p) mod v of micro-batch (k // pv)·p + k mod p; warm-up
-  2(p-d-1) + (v-1)p forwards; needs m divisible by p.
+stage ``c·p + d`` (Megatron's interleaving). See ``schedules.py`` for GPipe, 1F1B and
+interleaved 1F1B.
 
 Bubble fraction (p-1)/m for GPipe and 1F1B, (p-1)/(v·m) interleaved, with forward and
 backward of one stage taking one tick each: :func:`run_schedule` counts the ticks.
 """
 from __future__ import annotations
 
-from typing import Callable
+from parsim.engines.schedules import SCHEDULES, pipeline_order
 
 Action = tuple[str, int, int]       # ("F" | "B", micro-batch, chunk)
 
-
-def gpipe(p: int, m: int, v: int = 1) -> list[list[Action]]:
-    """Every device: F of all micro-batches, then B of all micro-batches."""
-    return [[("F", i, 0) for i in range(m)] + [("B", i, 0) for i in range(m)] for _ in range(p)]
-
-
-def one_f_one_b(p: int, m: int, v: int = 1) -> list[list[Action]]:
-    """Warm-up min(p-d-1, m) forwards, steady 1F1B, then cool-down backwards."""
-    out = []
-    for d in range(p):
-        w = min(p - d - 1, m)
-        seq = [("F", i, 0) for i in range(w)]
-        for i in range(m - w):
-            seq += [("F", w + i, 0), ("B", i, 0)]
-        seq += [("B", i, 0) for i in range(m - w, m)]
-        out.append(seq)
-    return out
-
-
-def interleaved(p: int, m: int, v: int) -> list[list[Action]]:
-    """Megatron-LM's interleaved 1F1B over v chunks per device (m % p == 0)."""
-    if m % p:
-        raise ValueError(f"interleaved schedule: micro-batches m = {m} must be a multiple "
-                         f"of pipeline stages p = {p}")
-    total = m * v
-
-    def mb(k):
-        return (k // (p * v)) * p + k % p
-
-    out = []
-    for d in range(p):
-        fwd = [("F", mb(k), (k // p) % v) for k in range(total)]
-        bwd = [("B", mb(k), v - 1 - (k // p) % v) for k in range(total)]
-        w = min(2 * (p - d - 1) + (v - 1) * p, total)
-        seq = fwd[:w]
-        for i in range(total - w):
-            seq += [fwd[w + i], bwd[i]]
-        seq += bwd[total - w:]
-        out.append(seq)
-    return out
-
-
-SCHEDULES: dict[str, Callable[[int, int, int], list[list[Action]]]] = {
-    "gpipe": gpipe, "1f1b": one_f_one_b, "interleaved": interleaved,
-}
+__all__ = ["Action", "SCHEDULES", "pipeline_order", "run_schedule"]
 
 
 def run_schedule(order: list[list[Action]], v: int, forward, backward, send) -> dict:
