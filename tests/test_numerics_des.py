@@ -87,3 +87,52 @@ def test_des_executor_shares_links_between_concurrent_steps():
     beta = size * 8 / (10e9 / 8)                     # 80 kB at 1.25 GB/s
     assert one.total_s == pytest.approx(alpha + beta, rel=1e-9)
     assert two.total_s == pytest.approx(alpha + 2 * beta, rel=1e-9)
+
+
+def test_dropped_step_changes_des_time_and_is_caught_by_check(monkeypatch):
+    """One source of collective schedules: the timing DES derives its lock-step transfers
+    from ``numerics.comm``'s schedules, so dropping one message of a schedule both changes
+    the simulated time and breaks the gradient sync that ``run_check`` verifies."""
+    from parsim.engines import des_steps
+    from parsim.engines.des import run
+    from parsim.numerics.check import run_check
+    from parsim.program import COLLECTIVE, Program
+
+    n, size = 3, 3.2e7
+
+    def des_time():
+        prog = Program(num_ranks=n)
+        prog.add(COLLECTIVE, range(n), "dp", "all_reduce hd", coll="all_reduce",
+                 algorithm="halving_doubling", size_bytes=size, category="dp")
+        return run(prog, ring_cluster(n)).step_time_s
+
+    cfg = {"dp": n, "algorithm": "halving_doubling", "global_batch": 30, "steps": 3}
+    good_t = des_time()
+    assert run_check(cfg)["exact"]
+    real = C.SCHEDULES["halving_doubling"]
+
+    def broken(k):
+        s = real(k)
+        return C.Schedule(s.name, s.n_ranks, s.n_chunks, s.steps[1:])   # drop rank 0 -> 1
+
+    assert real(n).steps[0] == C.Step(0, 0, 1, (0, 1), "reduce")
+    monkeypatch.setitem(C.SCHEDULES, "halving_doubling", broken)
+    assert len(des_steps.halving_doubling_all_reduce(n, size)) == real(n).rounds - 1
+    bad_t = des_time()
+    assert bad_t < good_t - size / B / 2          # a whole round of S fewer on the links
+    r = run_check(cfg)
+    assert not r["exact"] and r["max_rel_diff"] > 1e-6, r["verdict"]
+
+
+def test_comm_send_runs_through_the_des_executor():
+    """A pipeline send carries the real array over the simulated link and is timed."""
+    ex = DesExecutor(ring_cluster(4))
+    comm = C.Comm(executor=ex)
+    x = np.arange(12.0).reshape(3, 4)
+    y = comm.send(x, 1, 2, tag="pp")
+    assert np.array_equal(y, x) and y is not x and y.shape == (3, 4)
+    rec = ex.records[-1]
+    assert rec["schedule"] == "p2p" and rec["bytes"] == x.nbytes
+    assert rec["seconds"] == pytest.approx(ALPHA + x.nbytes / B, rel=1e-9)   # one hop
+    comm.send(x, 0, 2)                                                       # two hops
+    assert ex.records[-1]["seconds"] == pytest.approx(2 * ALPHA + x.nbytes / B, rel=1e-9)

@@ -1,4 +1,4 @@
-"""Collective algorithms as lock-step steps of point-to-point transfers (timing only).
+"""Collective algorithms as lock-step steps of point-to-point transfers (timing).
 
 Each function returns the algorithm's steps as ``[(pairs, bytes), ...]``: in one
 step every ``(i, j)`` pair sends ``bytes`` from group member ``i`` to member ``j``
@@ -6,6 +6,19 @@ at once, and the next step starts when the slowest member has finished. Members
 are indices into the group (0..n-1); the parameter server's servers are numbered
 after the workers (n..n+k-1). A repeated step reuses one ``pairs`` tuple, so the
 engine routes it once.
+
+One source of collective schedules: ring all-reduce, ring reduce-scatter, ring
+all-gather and halving-doubling are *derived* from the numerics' schedules
+(:mod:`parsim.numerics.comm`, the ones that really reduce chunks of arrays) by
+:func:`from_schedule`: round k of the :class:`~parsim.numerics.comm.Schedule` becomes
+step k, its messages the ``(src, dst)`` pairs, and a message of c of the schedule's
+``n_chunks`` chunks carries ``c/n_chunks · S`` bytes (the largest message of the round
+sets the round's bytes). The schedule is looked up when the DES compiles the op, so a
+change to a numerics schedule changes the timing too. The binomial tree, chain
+broadcast, pairwise all-to-all, hierarchical and parameter-server steps stay here:
+the numerics' ``tree_steps`` is a binary tree pipelined over chunks (a parent takes two
+children's messages in one round), not the binomial tree whose time the closed form
+``tree_all_reduce_s`` gives, and the others have no numerics counterpart to match.
 
 Each schedule moves exactly the bytes of its closed form in
 :mod:`parsim.cost.collectives` (same step count, same bytes per step), so with one
@@ -20,21 +33,54 @@ in MPICH", IJHPCA 19(1), 2005; Li et al., OSDI 2014 (parameter server).
 """
 from __future__ import annotations
 
+from functools import lru_cache
 
-def _ring(n):
-    return tuple((i, (i + 1) % n) for i in range(n))
+from parsim.numerics import comm as _comm
+
+
+@lru_cache(maxsize=256)
+def _rounds(make, n):
+    """``make(n)``'s schedule as [(pairs, fraction of S)] per round, pairs interned."""
+    sched = make(n)
+    by_round: dict = {}
+    for st in sched.steps:
+        by_round.setdefault(st.round, []).append(st)
+    interned: dict = {}
+    out = []
+    for r in sorted(by_round):
+        msgs = by_round[r]
+        pairs = tuple((st.src, st.dst) for st in msgs)
+        pairs = interned.setdefault(pairs, pairs)
+        out.append((pairs, max(len(st.chunks) for st in msgs) / sched.n_chunks))
+    return tuple(out)
+
+
+def from_schedule(make, n, size_bytes):
+    """Lock-step ``[(pairs, bytes)]`` of the numerics schedule ``make(n)`` moving S bytes.
+
+    >>> from parsim.numerics.comm import ring_steps
+    >>> from_schedule(ring_steps, 2, 8.0)
+    [(((0, 1), (1, 0)), 4.0), (((0, 1), (1, 0)), 4.0)]
+    """
+    if n <= 1:
+        return []
+    return [(pairs, size_bytes * frac) for pairs, frac in _rounds(make, n)]
 
 
 def ring_all_reduce(n, size_bytes):
-    """2(n-1) steps of S/n: reduce-scatter then all-gather around the ring."""
-    ring = _ring(n)
-    return [(ring, size_bytes / n)] * (2 * (n - 1)) if n > 1 else []
+    """2(n-1) steps of S/n: reduce-scatter then all-gather around the ring
+    (``numerics.comm.SCHEDULES["ring"]``)."""
+    return from_schedule(_comm.SCHEDULES["ring"], n, size_bytes)
 
 
 def ring_reduce_scatter(n, size_bytes):
-    """(n-1) steps of S/n (also the ring all-gather, S the gathered output)."""
-    ring = _ring(n)
-    return [(ring, size_bytes / n)] * (n - 1) if n > 1 else []
+    """(n-1) steps of S/n (``numerics.comm.ring_reduce_scatter_steps``)."""
+    return from_schedule(_comm.ring_reduce_scatter_steps, n, size_bytes)
+
+
+def ring_all_gather(n, size_bytes):
+    """(n-1) steps of S/n, S the gathered output (``numerics.comm.ring_all_gather_steps``)."""
+    return from_schedule(_comm.ring_all_gather_steps, n, size_bytes)
 
 
 def chain_broadcast(n, size_bytes, chunks=64):
@@ -70,24 +116,13 @@ def tree_all_reduce(n, size_bytes):
 
 
 def halving_doubling_all_reduce(n, size_bytes):
-    """Rabenseifner: recursive-halving reduce-scatter, recursive-doubling all-gather.
+    """Rabenseifner: recursive-halving reduce-scatter, recursive-doubling all-gather
+    (``numerics.comm.SCHEDULES["halving_doubling"]``).
 
-    With p = 2^⌊log2 n⌋, members p..n-1 first hand their vector to member i - p and
-    get the result back at the end (one step of S each way).
+    With p = 2^⌊log2 n⌋, r = n - p extra ranks first hand their whole vector to a
+    partner and get the result back at the end (one step of S each way).
     """
-    if n <= 1:
-        return []
-    p = 1 << (n.bit_length() - 1)
-    extra = tuple((p + j, j) for j in range(n - p))
-    halving = []
-    d, part = p // 2, size_bytes / 2
-    while d >= 1:
-        halving.append((tuple((i, i ^ d) for i in range(p)), part))
-        d, part = d // 2, part / 2
-    steps = ([(extra, float(size_bytes))] if extra else []) + halving + halving[::-1]
-    if extra:
-        steps.append((tuple((j, i) for i, j in extra), float(size_bytes)))
-    return steps
+    return from_schedule(_comm.SCHEDULES["halving_doubling"], n, size_bytes)
 
 
 def hierarchical_all_reduce(hosts, size_bytes):
@@ -126,7 +161,7 @@ STEPS = {
     ("all_reduce", "tree"): tree_all_reduce,
     ("all_reduce", "halving_doubling"): halving_doubling_all_reduce,
     ("reduce_scatter", "ring"): ring_reduce_scatter,
-    ("all_gather", "ring"): ring_reduce_scatter,
+    ("all_gather", "ring"): ring_all_gather,
     ("broadcast", "ring"): chain_broadcast,
     ("all_to_all", "ring"): pairwise_all_to_all,
 }

@@ -138,6 +138,8 @@ def check_scenario(sc, *, steps=None, executor="des") -> dict:
     if des is not None:
         by: dict[str, dict] = {}
         moved = [rec for rec in des.records if rec["steps"]]     # not 1-rank identities
+        sends = [rec for rec in moved if rec["schedule"] == "p2p"]
+        colls = [rec for rec in moved if rec["schedule"] != "p2p"]
         for rec in moved:
             key = f"{rec['schedule']} n={rec['n_ranks']}"
             e = by.setdefault(key, {"count": 0, "bytes": 0, "seconds": 0.0})
@@ -147,14 +149,13 @@ def check_scenario(sc, *, steps=None, executor="des") -> dict:
         n = cfg["steps"]
         r["comm"] = {
             "cluster": getattr(des.cluster, "name", ""), "total_s": des.total_s,
-            "seconds_per_step": des.total_s / n, "collectives": len(moved),
-            "collectives_per_step": len(moved) / n,
+            "seconds_per_step": des.total_s / n, "collectives": len(colls),
+            "collectives_per_step": len(colls) / n, "sends": len(sends),
+            "sends_per_step": len(sends) / n,
             "by_schedule": {k: {"count_per_step": v["count"] / n,
                                 "bytes_per_step": v["bytes"] / n,
                                 "seconds_per_step": v["seconds"] / n} for k, v in by.items()},
         }
-        if cfg["pp"] > 1:
-            notes.append("pipeline activation sends are not collectives and are not timed")
         if cfg["tp"] > 1 or (cfg["dp"] > 1 and cfg["pp"] > 1):
             notes.append("collectives placed on the first devices of the cluster (group "
                          "rank i on device i), not on each group's own devices")
@@ -271,8 +272,10 @@ def render(r) -> str:
     comm = r.get("comm")
     if comm:
         lines += ["", f"simulated communication (DES on cluster {comm['cluster']!r}, collectives "
-                      f"one after another): {_seconds(comm['seconds_per_step'])} per step, "
-                      f"{comm['collectives_per_step']:g} collectives per step"]
+                      f"and sends one after another): {_seconds(comm['seconds_per_step'])} per step, "
+                      f"{comm['collectives_per_step']:g} collectives"
+                      + (f" and {comm['sends_per_step']:g} pipeline sends"
+                         if comm.get("sends_per_step") else "") + " per step"]
         for k, v in comm["by_schedule"].items():
             lines.append(f"  {k:<24} {v['count_per_step']:>6g}/step  "
                          f"{v['bytes_per_step'] / 1e6:>10.4g} MB/step  "

@@ -188,6 +188,10 @@ def ps_pull_steps(n_workers: int, n_servers: int) -> Schedule:
     return Schedule("ps_pull", n_workers + n_servers, n_servers, tuple(steps))
 
 
+P2P = Schedule("p2p", 2, 1, (Step(0, 0, 1, (0,), "copy"),))
+"""A point-to-point send as a schedule: rank 0's buffer copied to rank 1."""
+
+
 SCHEDULES: dict[str, Callable[[int], Schedule]] = {
     "ring": ring_steps, "tree": tree_steps, "halving_doubling": halving_doubling_steps,
 }
@@ -325,14 +329,25 @@ class Comm:
         return [b.reshape(np.shape(arrays[0])) for b in out]
 
     def send(self, x, src: int, dst: int, tag="") -> np.ndarray:
-        """Point-to-point: a copy of ``x`` as ``dst`` receives it from ``src``."""
+        """Point-to-point: a copy of ``x`` as ``dst`` receives it from ``src``.
+
+        With an executor other than :func:`apply_steps` the send runs through it as the
+        one-step :data:`P2P` schedule on ``[x, empty]``, so its payload is the real array
+        and a timed executor times it: ``executor.send(bufs, src, dst, on_step)`` when the
+        executor has one (it is given the global ranks, for placement), else
+        ``executor(bufs, P2P, on_step)``."""
         x = np.asarray(x)
         self.log.append(dict(op="send", tag=tag, algorithm="p2p", n=2, rounds=1, steps=1,
                              bytes=x.nbytes, size_bytes=x.nbytes, src=src, dst=dst))
-        step = Step(0, 0, 1, (0,), "copy")
-        if self.on_step is not None:
-            self.on_step(step, [x])
-        return x.copy()
+        if self.executor is apply_steps:
+            if self.on_step is not None:
+                self.on_step(P2P.steps[0], [x])
+            return x.copy()
+        bufs = [np.array(x, copy=True).reshape(-1), np.zeros(x.size, x.dtype)]
+        via = getattr(self.executor, "send", None)
+        out = (via(bufs, src, dst, self.on_step) if via is not None
+               else self.executor(bufs, P2P, self.on_step))
+        return out[1].reshape(x.shape)
 
     def parameter_server(self, grads, n_servers: int, server_update, tag="ps") -> list[np.ndarray]:
         """Workers push flat ``grads`` to ``n_servers`` servers (server j owns chunk j and

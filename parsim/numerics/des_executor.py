@@ -32,8 +32,10 @@ servers go to ``cluster.servers`` when the cluster has them. ``Comm`` does not t
 executor which global ranks form the group, so for a collective of a strided group
 (the DP group of a dp×tp or dp×pp layout) the placement is the group's shape on the first
 devices, not its real devices; pass ``placement(sched) -> [node, ...]`` to override.
-Point-to-point sends (``Comm.send``, the pipeline's activations) do not go through an
-executor and are not timed here.
+Point-to-point sends (``Comm.send``: the pipeline's activations and gradients) go through
+:meth:`DesExecutor.send` as the one-step ``P2P`` schedule carrying the real array, placed
+by global rank (rank r on ``cluster.devices[r]``, modulo the device count), and are timed
+and recorded (schedule ``"p2p"``) like the collectives.
 
 >>> import numpy as np
 >>> from parsim.topology import build_cluster
@@ -54,8 +56,8 @@ import numpy as np
 import simpy
 
 from parsim.engines.network import Fabric
-from parsim.numerics.comm import (Schedule, chunk_bounds, deliver, read_payload, step_deps,
-                                  step_elems)
+from parsim.numerics.comm import (P2P, Schedule, chunk_bounds, deliver, read_payload,
+                                  step_deps, step_elems)
 
 PS_SCHEDULES = ("ps_push", "ps_pull")
 
@@ -133,14 +135,21 @@ class DesExecutor:
                 self._plans[sched] = hit
         return hit
 
-    def __call__(self, bufs, sched: Schedule, on_step=None):
+    def send(self, bufs, src: int, dst: int, on_step=None):
+        """Time and apply a point-to-point send of ``bufs[0]`` into ``bufs[1]`` from global
+        rank ``src``'s device to ``dst``'s (the :data:`~parsim.numerics.comm.P2P` schedule)."""
+        devices = list(self.cluster.devices)
+        nodes = [devices[src % len(devices)], devices[dst % len(devices)]]
+        return self(bufs, P2P, on_step, nodes=nodes)
+
+    def __call__(self, bufs, sched: Schedule, on_step=None, nodes=None):
         if any(np.ndim(b) != 1 for b in bufs):
             raise ValueError("DesExecutor works on flat 1-D buffers; pass a.reshape(-1)")
         if len(bufs) != sched.n_ranks:
             raise ValueError(f"{sched.name}: {len(bufs)} buffers for {sched.n_ranks} ranks")
         env, fabric, steps = self.env, self.fabric, sched.steps
         deps, conflicts, rank_in_order = self._plan(sched)
-        nodes = self.placement(sched)
+        nodes = self.placement(sched) if nodes is None else nodes
         bounds = chunk_bounds(len(bufs[0]), sched.n_chunks)
         itemsize = bufs[0].dtype.itemsize
         delivered = [env.event() for _ in steps]
