@@ -11,7 +11,7 @@ import tomllib
 import numpy as np
 import pytest
 
-from parsim.calibrate import cli, session
+from parsim.calibrate import cli, compute, session
 from parsim.calibrate.fit import fit_alpha_beta, fit_piecewise
 from parsim.calibrate.profile import load_profile
 from parsim.calibrate.toml_write import dumps, write_atomic
@@ -174,6 +174,22 @@ def test_calibrate_end_to_end_with_two_gloo_processes(tmp_path):
         assert prof.collective_time_s(c.op, 2, c.size_bytes[1]) == pytest.approx(c.time_s[1], rel=1e-9)
     row = written["gemm"][0]
     assert prof.gemm_flops_per_s(row["m"], row["n"], row["k"], row["dtype"]) == pytest.approx(row["flops_per_s"])
+    if compute.blas_threads() is not None:                  # OpenBLAS: the single-thread table too
+        one = prof.gemm_rows("fp32", threads=1)
+        assert {(r["m"], r["n"], r["k"]) for r in one} == set(compute.CPU_SHAPES_1T["tiny"])
+        assert all(r["cold_copies"] >= 2 for r in one)
+        r = one[0]
+        assert prof.gemm_flops_per_s(r["m"], r["n"], r["k"], threads=1) == pytest.approx(r["flops_per_s"])
+        assert prof.device["peak_flops"]["fp32"] == max(q["flops_per_s"] for q in prof.gemm_rows("fp32"))
+    assert any(m["op"] == "ufunc_alloc" for m in prof.memory)
+
+
+def test_blas_threads_switches_and_restores():
+    n = compute.blas_threads()
+    if n is None:
+        pytest.skip("no reachable OpenBLAS")
+    assert compute.blas_threads(1) == 1
+    assert compute.blas_threads(n) == n
 
 
 def test_missing_torch_skips_communication_with_a_message(tmp_path, monkeypatch, capsys):

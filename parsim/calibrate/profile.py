@@ -3,7 +3,8 @@
 Tables: ``[meta]`` (free-form provenance), ``[device]`` (overrides of
 :class:`parsim.hardware.Device` fields, same names, SI numbers or unit strings, plus ``base``
 naming the preset they override), ``[[gemm]]`` (m, n, k, dtype, time_s, flops_per_s,
-spread), ``[[memory]]`` and ``[[collective]]`` (backend, op, ranks, size_bytes[],
+spread, and ``threads``: the BLAS threads it ran with; rows with ``threads = 1`` are the
+single-thread table, see :meth:`Profile.gemm_rows`), ``[[memory]]`` and ``[[collective]]`` (backend, op, ranks, size_bytes[],
 time_s[], spread[], alpha_s, bw_Bps, fit_rel_err, ci, segment[]).
 
 Predictions: :meth:`Profile.collective_time_s` interpolates the measured table linearly in
@@ -105,10 +106,21 @@ class Profile:
                 for c in self.collectives for s, t in zip(c.size_bytes, c.time_s)
                 if s >= min_bytes and (c.backend, c.op, c.ranks, s) in theirs}
 
-    def gemm_flops_per_s(self, m: int, n: int, k: int, dtype: str = "fp32") -> float | None:
-        """Measured FLOP/s of an m×k by k×n GEMM, interpolated; None without that dtype."""
+    def gemm_rows(self, dtype: str = "fp32", threads: int | None = None) -> list[dict]:
+        """GEMM rows of ``dtype`` measured with ``threads`` BLAS threads; ``threads=None``:
+        the all-threads rows (those without ``threads``, or with the largest count)."""
         dtype = normalize_dtype(dtype)
         rows = [r for r in self.gemm if r["dtype"] == dtype]
+        if threads is not None:
+            return [r for r in rows if r.get("threads") == threads]
+        most = max((r.get("threads", 0) for r in rows), default=0)
+        return [r for r in rows if r.get("threads") is None or r["threads"] == most]
+
+    def gemm_flops_per_s(self, m: int, n: int, k: int, dtype: str = "fp32",
+                         threads: int | None = None) -> float | None:
+        """Measured FLOP/s of an m×k by k×n GEMM, interpolated; None without that dtype (or
+        without rows for ``threads`` BLAS threads; None: all threads, see :meth:`gemm_rows`)."""
+        rows = self.gemm_rows(dtype, threads)
         if not rows:
             return None
         shapes = np.log([[r["m"], r["n"], r["k"]] for r in rows])
@@ -211,6 +223,8 @@ def _gemm(row, path, key) -> dict:
     out["dtype"] = normalize_dtype(str(row["dtype"]))
     for name in ("m", "n", "k", "time_s", "flops_per_s"):
         out[name] = _number(row[name], path, f"{key}.{name}")
+    if "threads" in row:
+        out["threads"] = int(_number(row["threads"], path, f"{key}.threads", "int"))
     return out
 
 

@@ -134,7 +134,10 @@ def _measure_compute(opts: Options, torch):
     info = compute.measure(benches, repeats=COMPUTE_REPEATS[opts.grid], sync=sync,
                            progress=bar, target_s=0.02 if opts.grid == "full" else 0.01)
     bar.close()
-    return compute.summarize(benches), info
+    summary = compute.summarize(benches)
+    if torch is None and opts.grid != "tiny":
+        summary["corun"] = compute.measure_corun(os.cpu_count() or 1)
+    return summary, info
 
 
 def _measure_comm(opts: Options, plan: CommPlan):
@@ -193,6 +196,8 @@ def build_profile(meta, comp, comp_info, rows, loads, warnings, *, cuda, torch) 
                         "the machine's load changed during the run")
     if warnings:
         meta["warnings"] = list(warnings)
+    if comp.get("corun"):
+        meta["corun"] = comp["corun"]
     device = {"base": "gpu" if cuda else "cpu", **device_facts(torch, cuda), **comp["device"]}
     return {"meta": meta, "device": device, "gemm": comp["gemm"], "memory": comp["memory"],
             "collective": collectives}

@@ -14,11 +14,20 @@ The prediction (:func:`predict`) never looks at the measurement: it prices what 
 does from the profile (``profiles/cpu-dev2core.toml`` unless ``--profile``):
 
 - GEMMs (:func:`gemm_time_s`): every matmul of forward (2·b·in·out FLOPs per layer) and
-  backward (twice that: dX and dW) at ``Profile.gemm_flops_per_s`` for *its* shape, turned
-  into one thread's rate (:func:`thread_share`: the workers run single-threaded BLAS);
+  backward (twice that: dX and dW) at the profile's *single-thread* rate for its shape (the
+  ``threads = 1`` GEMM table the calibration measures, operands out of the private cache;
+  the workers run single-threaded BLAS). Profiles without that table: the all-threads rate
+  times :func:`thread_share`;
 - elementwise work (:func:`elementwise_bytes`): bias add, ReLU and its mask, the bias
-  gradient, softmax cross-entropy, packing gradients, the SGD update — bytes moved at the
-  profile's memory bandwidth; plus ``launch_s`` per numpy call (:func:`op_count`);
+  gradient, softmax cross-entropy — bytes moved at the profile's ``ufunc_alloc`` rate (an
+  allocating ufunc on an activation-sized array, :func:`activation_bw`); packing gradients
+  and the SGD update at its memory bandwidth; plus ``launch_s`` per numpy call
+  (:func:`op_count`);
+- processes computing at once (:func:`corun_slowdown`): compute stretches by the profile's
+  measured ``meta.corun.slowdown`` (a numpy MLP step beside cores - 1 others / alone);
+- synchronisation (:func:`sync_wait_s`): a data-parallel all-reduce starts when the slowest
+  of the n ranks arrives — E[max of n] of the compute, with the relative standard deviation
+  the profile measured (:func:`compute_noise`: the co-run step spread, else the GEMM rows');
 - communication: ``Profile.collective_time_s`` (gloo, measured) — all-reduce of the
   gradient bytes (groups the profile did not measure come from its 2-rank curve by the ring
   algorithm, :func:`all_reduce_s`), send/recv for push, pull and pipeline activations;
@@ -102,18 +111,23 @@ def default_jobs(quick: bool = False) -> list[Job]:
 
 def robust_profile(profile, *, factor: float = 10.0):
     """(profile, dropped rows): GEMM rows more than ``factor`` x slower than the median of
-    their dtype are dropped — a measurement another process disturbed (e.g. 128³ at
-    0.4 GFLOP/s between 64³ and 256³ at 46), which would drag every interpolated rate."""
+    their dtype (and thread count) are dropped — a measurement another process disturbed
+    (e.g. 128³ at 0.4 GFLOP/s between 64³ and 256³ at 46), which would drag every
+    interpolated rate."""
     import dataclasses
+
+    def group(r):
+        return r["dtype"], r.get("threads")
     keep, dropped = [], []
     for r in profile.gemm:
-        med = float(np.median([q["flops_per_s"] for q in profile.gemm if q["dtype"] == r["dtype"]]))
+        med = float(np.median([q["flops_per_s"] for q in profile.gemm if group(q) == group(r)]))
         (dropped if r["flops_per_s"] * factor < med else keep).append(r)
     return (dataclasses.replace(profile, gemm=tuple(keep)) if dropped else profile), dropped
 
 
 def thread_share(profile) -> float:
-    """Fraction of the profile's GEMM rate one single-threaded process gets.
+    """Fraction of the profile's all-threads GEMM rate one single-threaded process gets —
+    the fallback for profiles without a single-thread table (``threads = 1`` rows).
 
     The profile times numpy GEMMs with all BLAS threads (``meta.cores``). The threads that
     really ran are the cores minus those other processes held during calibration
@@ -121,6 +135,57 @@ def thread_share(profile) -> float:
     cores = int(profile.meta.get("cores") or profile.device.get("sm_count") or 1)
     foreign = float(profile.meta.get("noise", {}).get("foreign_cores_max", 0.0))
     return 1.0 / max(1, min(cores, cores - round(foreign)))
+
+
+def has_single_thread_table(profile) -> bool:
+    return bool(profile.gemm_rows("fp32", threads=1))
+
+
+def model_share(profile) -> float | None:
+    """The ``share`` :func:`predict` uses: None (one-thread rates measured: use them as they
+    are) when the profile has the single-thread table, else :func:`thread_share`."""
+    return None if has_single_thread_table(profile) else thread_share(profile)
+
+
+def one_thread_rate(profile, m: int, n: int, k: int, share: float | None = None) -> float:
+    """FLOP/s of an m×k·k×n fp32 GEMM on one BLAS thread: the profile's single-thread table
+    (``share`` None), or its all-threads rate times ``share``."""
+    if share is None:
+        rate = profile.gemm_flops_per_s(m, n, k, "fp32", threads=1)
+        if rate is not None:
+            return rate
+        share = thread_share(profile)
+    return profile.gemm_flops_per_s(m, n, k, "fp32") * share
+
+
+# expected maximum of n independent standard normal samples (n = 1..8)
+_E_MAX_NORMAL = (0.0, 0.5642, 0.8463, 1.0294, 1.1630, 1.2672, 1.3522, 1.4236)
+_P90_P10 = 2.5631          # (p90 - p10) of a standard normal
+
+
+def compute_noise(profile) -> float:
+    """Relative standard deviation of a training step's compute on this machine, from the
+    profile: the spread ((p90 - p10) / median) of a one-thread numpy MLP step beside other
+    busy processes (``meta.corun.spread``, :func:`parsim.calibrate.compute.measure_corun`),
+    else the median spread of the single-thread GEMM rows (each sample ~20 ms of GEMMs, about
+    a step), turned into a standard deviation for a normal distribution (/ 2.563)."""
+    corun = profile.meta.get("corun") or {}
+    if "spread" in corun:
+        return float(corun["spread"]) / _P90_P10
+    rows = profile.gemm_rows("fp32", threads=1) or profile.gemm_rows("fp32")
+    spreads = [float(r["spread"]) for r in rows if "spread" in r]
+    return float(np.median(spreads)) / _P90_P10 if spreads else 0.0
+
+
+def sync_wait_s(t_compute: float, n: int, rel_sigma: float) -> float:
+    """Expected wait at a collective for the slowest of ``n`` processes whose compute takes
+    ``t_compute`` with relative standard deviation ``rel_sigma`` (independent, normal): the
+    step runs at E[max of n] = mean + σ·e_n (e_2 = 1/√π, e_3 = 3/(2√π), ...), so the all-
+    reduce starts σ·e_n after a typical rank's compute ends."""
+    if n < 2:
+        return 0.0
+    e = _E_MAX_NORMAL[min(n, len(_E_MAX_NORMAL)) - 1]
+    return t_compute * rel_sigma * e
 
 
 def gemm_shapes(sizes, b: int):
@@ -134,9 +199,10 @@ def gemm_shapes(sizes, b: int):
     return out
 
 
-def gemm_time_s(profile, sizes, b: int, share: float) -> float:
-    """Seconds of the GEMMs of one forward + backward: Σ 2·m·n·k / rate(m, n, k)·share."""
-    return sum(2.0 * m * n * k / (profile.gemm_flops_per_s(m, n, k, "fp32") * share)
+def gemm_time_s(profile, sizes, b: int, share: float | None = None) -> float:
+    """Seconds of the GEMMs of one forward + backward on one thread: Σ 2·m·n·k / rate, the
+    rate from :func:`one_thread_rate` (the single-thread table when ``share`` is None)."""
+    return sum(2.0 * m * n * k / one_thread_rate(profile, m, n, k, share)
                for m, n, k in gemm_shapes(sizes, b))
 
 
@@ -174,9 +240,19 @@ def elementwise_bw(profile) -> float:
     return float(profile.device["mem_bw_Bps"])
 
 
-def compute_s(profile, sizes, b: int, share: float, *, loss: bool = True) -> float:
+def activation_bw(profile) -> float:
+    """Bandwidth of the elementwise ops of forward/backward (bias add, ReLU, masks: fresh
+    output arrays of activation size): the profile's ``ufunc_alloc`` row (an allocating
+    ``np.maximum`` on 1 MiB) when it has one, else :func:`elementwise_bw`."""
+    for row in profile.memory:
+        if row.get("op") == "ufunc_alloc":
+            return float(row["bytes_per_s"])
+    return elementwise_bw(profile)
+
+
+def compute_s(profile, sizes, b: int, share: float | None = None, *, loss: bool = True) -> float:
     """One forward + backward on b rows by one single-threaded process (no contention)."""
-    bw = elementwise_bw(profile)
+    bw = activation_bw(profile)
     launch = float(profile.device.get("launch_s", 0.0))
     return (gemm_time_s(profile, sizes, b, share) + elementwise_bytes(sizes, b, loss=loss) / bw
             + op_count(sizes, loss=loss) * launch)
@@ -247,6 +323,17 @@ def send_recv_s(profile, size_bytes: float, stretch: float = 1.0) -> float:
     return max(t, comm_cpu_s(profile, "send_recv", 2, size_bytes) * stretch)
 
 
+def corun_slowdown(profile, busy: int) -> float:
+    """Stretch of single-threaded compute when ``busy`` (>= 2) processes compute at once:
+    they share the memory system, last-level cache and kernel. The profile's
+    ``meta.corun.slowdown`` (a one-thread numpy MLP step beside cores - 1 others doing the
+    same / alone, measured by the calibration; at least 1), 1 without it or with one busy
+    process."""
+    if busy < 2:
+        return 1.0
+    return max(1.0, float((profile.meta.get("corun") or {}).get("slowdown", 1.0)))
+
+
 def contention(busy: int, cores: int, foreign: float = 0.0) -> float:
     """Stretch of CPU-bound work when ``busy`` single-threaded processes share ``cores``
     with other programs that hold ``foreign`` cores (0 on a quiet machine): each process
@@ -302,14 +389,15 @@ def pipeline_step_s(fwd0: float, bwd0: float, fb1: float, t_act: float, t_grad: 
 def predict(job: Job, profile, foreign_cores: float = 0.0) -> tuple[float, dict]:
     """Predicted step time of ``job`` (seconds) and its parts, from the profile and the
     number of cores other programs hold (``foreign_cores``; 0: a quiet machine)."""
-    share = thread_share(profile)
+    share = model_share(profile)
     cores = int(profile.meta.get("cores") or profile.device.get("sm_count") or 1)
     sizes, P = job.sizes, n_params(job.sizes)
     grad_bytes = P * F32
     tensors = 2 * (len(sizes) - 1)
     if job.kind == "dp":
         slow = contention(job.world, cores, foreign_cores)
-        comp = compute_s(profile, sizes, job.batch, share) * slow
+        comp = compute_s(profile, sizes, job.batch, share) * slow \
+            * corun_slowdown(profile, min(job.world, cores))
         if job.world > 1:
             upd = update_s(profile, P, packed=True, tensors=1) * slow
             # every rank works through the whole ring (sends, receives, sums): the collective
@@ -318,12 +406,15 @@ def predict(job: Job, profile, foreign_cores: float = 0.0) -> tuple[float, dict]
                        comm_cpu_s(profile, "all_reduce", job.world, grad_bytes)) * slow
         else:
             upd, comm = update_s(profile, P, packed=False, tensors=tensors), 0.0
-        parts = {"compute_s": comp, "update_s": upd, "comm_s": comm}
-        return comp + upd + comm, parts
+        # the all-reduce starts when the slowest rank arrives (rank 0 waits for it)
+        wait = sync_wait_s(comp, job.world, compute_noise(profile))
+        parts = {"compute_s": comp, "wait_s": wait, "update_s": upd, "comm_s": comm}
+        return comp + wait + upd + comm, parts
     if job.kind == "ps":
         W = job.world - 1
         slow = contention(W, cores, foreign_cores)   # the server waits while workers compute
         comp = compute_s(profile, sizes, job.batch, share) * slow \
+            * corun_slowdown(profile, min(W, cores)) \
             + P * 8 / elementwise_bw(profile)     # packing the gradients
         t_msg = send_recv_s(profile, grad_bytes, contention(2, cores, foreign_cores))
         # server: sum W buffers (12 B/param per extra buffer), divide (8 B), SGD (20 B)
@@ -336,9 +427,10 @@ def predict(job: Job, profile, foreign_cores: float = 0.0) -> tuple[float, dict]
         cut = L // 2
         s0, s1 = sizes[:cut + 1], sizes[cut:]
         mb = job.batch // job.micro
-        slow = contention(job.world, cores, foreign_cores)
+        slow = contention(job.world, cores, foreign_cores) \
+            * corun_slowdown(profile, min(job.world, cores))
         c0 = compute_s(profile, s0, mb, share, loss=False) * slow
-        gemm_f0 = sum(2.0 * m * n * k / (profile.gemm_flops_per_s(m, n, k, "fp32") * share)
+        gemm_f0 = sum(2.0 * m * n * k / one_thread_rate(profile, m, n, k, share)
                       for m, n, k in gemm_shapes(s0, mb)[0::3]) * slow
         fwd0 = gemm_f0 + (c0 - gemm_f0) / 3          # elementwise: ~1/3 forward, 2/3 backward
         bwd0 = c0 - fwd0

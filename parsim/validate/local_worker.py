@@ -21,7 +21,8 @@ Jobs (``job["kind"]``), all float32, SGD, seeded weights and one fixed batch per
   ``isend``/``recv``; gradients accumulate over micro-batches, then each stage updates.
 
 Rank 0 records the wall time of every step (all ranks run in lockstep: the step ends in a
-collective or a receive) and writes ``{"step_s": [...], "warmup": n}`` to RESULT.json.
+collective or a receive) and its phases (dp: compute, comm, update; ps server: push, update,
+pull; pp stage 0: forwards, waits for gradients, backwards, update) and writes ``{"step_s": [...], "warmup": n}`` to RESULT.json.
 """
 from __future__ import annotations
 
@@ -155,15 +156,20 @@ def run_job(job, rank, world, dist, torch):
                 g.fill(0.0)
             if rank == 0:
                 caches, sends = [], []
+                wait = 0.0
                 for i in range(m):
                     hs, _ = _stage_fwd(params, layers, False, x[i * mb:(i + 1) * mb], None, mlp)
                     caches.append(hs)
                     sends.append(dist.isend(torch.from_numpy(np.ascontiguousarray(hs[-1])), dst=1))
+                t_fwd = time.perf_counter()
                 for i in range(m):
+                    tw = time.perf_counter()
                     dist.recv(torch.from_numpy(act), src=1)
+                    wait += time.perf_counter() - tw
                     _stage_bwd(params, layers, False, caches[i], act, grads, mlp)
                 for s in sends:
                     s.wait()
+                t_bwd = time.perf_counter()
             else:
                 sends = []
                 for i in range(m):
@@ -179,6 +185,10 @@ def run_job(job, rank, world, dist, torch):
             for k in grads:
                 opt.update(params[k], grads[k], {}, 1)
             times.append(time.perf_counter() - t0)
+            if rank == 0:     # stage 0: its forwards, waits for gradients, backwards, update
+                phases.append({"forward_s": t_fwd - t0, "grad_wait_s": wait,
+                               "backward_s": t_bwd - t_fwd - wait,
+                               "update_s": times[-1] - (t_bwd - t0)})
     else:
         raise ValueError(f"unknown job kind {kind!r}")
     job["_foreign_cores"] = monitor.stop()
