@@ -163,11 +163,6 @@ def retime_des(sc: Scenario, recs: list[dict], workers: int, budget_s: float) ->
     ``des_step_time_s`` and ``ranking_step_s`` on each. Falls back to the closed form."""
     for r in recs:
         r["ranking_step_s"] = r["step_time_s"]
-    try:
-        from .engines import des_predict  # noqa: F401
-    except ImportError:
-        return {"engine": "analytical", "count": 0,
-                "note": "the DES engine is not available in this build; ranked by the closed form"}
     jobs: dict = {}
     for r in recs:
         jobs.setdefault(_time_key(r), []).append(r)

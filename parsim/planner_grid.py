@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .cost import memory, placement
-from .errors import Infeasible, ScenarioError
+from .errors import ScenarioError
 from .models import transformer as tfm
 from .parallel import ranks as rk
 from .parallel import workload

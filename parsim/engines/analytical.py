@@ -88,7 +88,7 @@ def run(sc: Scenario, device, cluster) -> Prediction:
 
 def compose(sc: Scenario, device, cluster, costs: StepCosts, engine: str = "analytical",
             notes=()) -> Prediction:
-    p, t, m_spec = sc.parallel, sc.training, sc.model
+    p, t = sc.parallel, sc.training
     m = sc.microbatches
     st = stage_times(sc, costs)
     stage_T = [c + tp for c, tp, _, _ in st]

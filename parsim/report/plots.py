@@ -9,13 +9,20 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..errors import ScenarioError  # noqa: E402
+
 COLOURS = {"compute": "#4c72b0", "bubble": "#c7c7c7", "tp": "#55a868", "pp": "#c44e52",
            "dp": "#dd8452", "ps": "#8172b3", "optimizer": "#937860", "params": "#4c72b0",
            "grads": "#55a868", "activations": "#dd8452"}
 
 
-def _save(fig, path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".png")
+def save_figure(fig, path, key: str = "--plot") -> None:
+    """Write ``fig`` to ``path`` atomically (temp file + rename) and close it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        plt.close(fig)
+        raise ScenarioError("directory does not exist", file=str(path), key=key)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".png")
     os.close(fd)
     try:
         fig.tight_layout()
@@ -43,7 +50,7 @@ def breakdown(pred, path) -> None:
     ax.set_xlabel("seconds per step")
     ax.set_title(f"{pred.name}: {pred.step_time_s:.3f} s/step ({pred.engine})", fontsize=9)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=4, fontsize=8, frameon=False)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def memory(stages: dict, capacity: float, path, title: str = "") -> None:
@@ -60,7 +67,7 @@ def memory(stages: dict, capacity: float, path, title: str = "") -> None:
     ax.set_ylabel("GiB per device")
     ax.set_title(title or "memory per device", fontsize=9)
     ax.legend(fontsize=8, loc="upper right")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def scaling(points: list[dict], path, title: str = "") -> None:
@@ -78,7 +85,7 @@ def scaling(points: list[dict], path, title: str = "") -> None:
     b.set_ylabel("MFU (%)")
     b.set_ylim(0, 100)
     fig.suptitle(title or "strong scaling", fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def pareto(points: list[dict], layouts: list[dict], path, title: str = "") -> None:
@@ -98,4 +105,4 @@ def pareto(points: list[dict], layouts: list[dict], path, title: str = "") -> No
     ax.set_ylabel("step time (s)")
     ax.set_title(title or "step time against GPUs", fontsize=9)
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -13,8 +13,6 @@ from __future__ import annotations
 import importlib
 import json
 import math
-import os
-import tempfile
 
 from ..errors import ScenarioError
 
@@ -87,6 +85,7 @@ def format_table(report) -> str:
 
 def plot(report, path: str) -> None:
     """Predicted vs measured step time on log axes with the line y = x; written atomically."""
+    from ..report.plots import save_figure
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -104,17 +103,4 @@ def plot(report, path: str) -> None:
            title=f"published runs: mean |err| {_pct(report.mean_abs_pct_error)}, "
                  f"worst {_pct(report.max_abs_pct_error)}")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    d = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(suffix=".png", dir=d)
-    except FileNotFoundError:
-        raise ScenarioError("directory does not exist", file=path, key="--plot") from None
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_figure(fig, path)

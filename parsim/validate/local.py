@@ -657,6 +657,7 @@ def _fmt_load(v) -> str:
 
 def plot(report: LocalReport, path: str) -> None:
     """Predicted against measured step time (ms, log axes) with y = x; written atomically."""
+    from ..report.plots import save_figure
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -677,19 +678,7 @@ def plot(report: LocalReport, path: str) -> None:
            title=f"local runs: median |err| {report.median_abs_pct_error:.1f} %, "
                  f"worst {report.max_abs_pct_error:.1f} %")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    d = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(d):
-        raise ScenarioError("directory does not exist", file=path, key="--plot")
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=d)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_figure(fig, path)
 
 
 def add_arguments(parser) -> None:

@@ -142,7 +142,6 @@ def run_job(job, rank, world, dist, torch):
         L = len(job["sizes"]) - 1
         cut = job.get("cut", L // 2)
         layers = list(range(cut)) if rank == 0 else list(range(cut, L))
-        last = rank == 1
         m = job["micro"]
         mb = job["batch"] // m
         x, y = _batch(job, 0, np)
