@@ -32,6 +32,49 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def gloo_env(world: int, **extra) -> dict:
+    """Environment for ``world`` local torch.distributed workers (what torchrun sets), gloo
+    bound to the loopback interface; add RANK and LOCAL_RANK per process."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore::FutureWarning",
+               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(world),
+               LOCAL_WORLD_SIZE=str(world), **extra)
+    if sys.platform.startswith("linux") and os.path.exists("/sys/class/net/lo"):
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    return env
+
+
+def run_processes(commands, folder: str, *, timeout_s: float, follow=None, on_started=None):
+    """Start ``(cmd, env)`` processes, wait until all end, one fails or ``timeout_s`` passes,
+    kill what is left; return (exit codes, stderr logs). ``follow(stdout)`` reads the first
+    process's output on a thread; ``on_started(procs)`` runs once all have started."""
+    procs, logs = [], []
+    try:
+        for cmd, env in commands:
+            log = tempfile.TemporaryFile(dir=folder)
+            logs.append(log)
+            out = subprocess.PIPE if follow and not procs else subprocess.DEVNULL
+            procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=log, text=True))
+        reader = None
+        if follow:
+            reader = threading.Thread(target=follow, args=(procs[0].stdout,), daemon=True)
+            reader.start()
+        if on_started:
+            on_started(procs)
+        deadline = time.monotonic() + timeout_s
+        while any(p.poll() is None for p in procs):
+            if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        if reader:
+            reader.join(timeout=1.0)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return [p.returncode for p in procs], logs
+
+
 def run_local(plan: CommPlan, world: int, *, progress=None, timeout_s: float = 900.0) -> dict:
     """Run ``plan`` on ``world`` local worker processes; return ``{"rows": [...], ...}``."""
     with tempfile.TemporaryDirectory(prefix="parsim-calibrate-") as tmp:
@@ -39,40 +82,17 @@ def run_local(plan: CommPlan, world: int, *, progress=None, timeout_s: float = 9
         with open(plan_path, "w") as f:
             f.write(plan.to_json())
         module = [sys.executable, "-m", "parsim.calibrate.comm", plan_path, result_path]
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore::FutureWarning")
         if plan.backend == "mpi":
             mpiexec = shutil.which("mpiexec") or shutil.which("mpirun")
             if mpiexec is None:
                 raise CommFailed("backend mpi: no mpiexec or mpirun on PATH")
+            env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore::FutureWarning")
             commands = [([mpiexec, "-n", str(world)] + module, env)]
         else:
-            env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(world),
-                       LOCAL_WORLD_SIZE=str(world))
-            if sys.platform.startswith("linux") and os.path.exists("/sys/class/net/lo"):
-                env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+            env = gloo_env(world)
             commands = [(module, dict(env, RANK=str(r), LOCAL_RANK=str(r))) for r in range(world)]
-        procs, logs = [], []
-        try:
-            for cmd, cmd_env in commands:
-                log = tempfile.TemporaryFile(dir=tmp)
-                logs.append(log)
-                procs.append(subprocess.Popen(cmd, env=cmd_env, stdout=subprocess.PIPE,
-                                              stderr=log, text=True))
-            reader = threading.Thread(target=_follow, args=(procs[0].stdout, progress), daemon=True)
-            reader.start()
-            deadline = time.monotonic() + timeout_s
-            while any(p.poll() is None for p in procs):
-                failed = [p for p in procs if p.poll() not in (None, 0)]
-                if failed or time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
-            reader.join(timeout=1.0)
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
-        codes = [p.returncode for p in procs]
+        codes, logs = run_processes(commands, tmp, timeout_s=timeout_s,
+                                    follow=lambda stream: _follow(stream, progress))
         if any(codes) or not os.path.exists(result_path):
             why = "timed out" if all(c in (0, -9) for c in codes) and -9 in codes else f"exit codes {codes}"
             raise CommFailed(f"communication workers failed ({why}): {_tail(logs)}")

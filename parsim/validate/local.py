@@ -52,10 +52,8 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -465,44 +463,25 @@ class LocalRunFailed(RuntimeError):
 def launch(job: Job, *, timeout_s: float = 300.0) -> dict:
     """Run ``job`` on ``job.world`` local processes of :mod:`.local_worker`; rank 0's result.
 
-    The processes are started as :mod:`parsim.calibrate.launch` starts the calibration's
-    communication workers (the same torchrun variables, free port and loopback gloo, its
-    failure report) plus one BLAS thread per process; its ``run_local`` is tied to the
-    calibration module, so the loop is here."""
-    from ..calibrate.launch import _tail, free_port
+    The processes are started by :func:`parsim.calibrate.launch.run_processes`, as the
+    calibration's communication workers are (the same torchrun variables, free port and
+    loopback gloo, failure report), with one BLAS thread per process."""
+    from ..calibrate.launch import _tail, gloo_env, run_processes
     with tempfile.TemporaryDirectory(prefix="parsim-validate-") as tmp:
         job_path, result_path = os.path.join(tmp, "job.json"), os.path.join(tmp, "result.json")
         pids_path = os.path.join(tmp, "pids")
         with open(job_path, "w") as f:
             json.dump(dict(job.to_json(), _pids_file=pids_path), f)
         cmd = [sys.executable, "-m", "parsim.validate.local_worker", job_path, result_path]
-        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                   PYTHONWARNINGS="ignore::FutureWarning", MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=str(free_port()), WORLD_SIZE=str(job.world),
-                   LOCAL_WORLD_SIZE=str(job.world))
-        if sys.platform.startswith("linux") and os.path.exists("/sys/class/net/lo"):
-            env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-        procs, logs = [], []
-        try:
-            for r in range(job.world):
-                log = tempfile.TemporaryFile(dir=tmp)
-                logs.append(log)
-                procs.append(subprocess.Popen(cmd, env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
-                                              stdout=subprocess.DEVNULL, stderr=log))
+        env = gloo_env(job.world, OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+        def write_pids(procs):   # the workers read it to tell their own CPU use from others'
             with open(pids_path + ".tmp", "w") as f:
                 f.write(" ".join(str(p.pid) for p in procs))
             os.replace(pids_path + ".tmp", pids_path)
-            deadline = time.monotonic() + timeout_s
-            while any(p.poll() is None for p in procs):
-                if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
-                    break
-                time.sleep(0.02)
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
-        codes = [p.returncode for p in procs]
+        codes, logs = run_processes(
+            [(cmd, dict(env, RANK=str(r), LOCAL_RANK=str(r))) for r in range(job.world)], tmp,
+            timeout_s=timeout_s, on_started=write_pids)
         if any(codes) or not os.path.exists(result_path):
             raise LocalRunFailed(f"{job.name}: workers failed (exit codes {codes}): {_tail(logs)}")
         with open(result_path) as f:
