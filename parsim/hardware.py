@@ -24,6 +24,10 @@ attn_eff
     Fraction of the 16-bit peak a fused flash-attention kernel reaches, or
     ``None`` where no such kernel exists for the device (V100, CPU): attention is
     then charged as unfused GEMMs plus softmax traffic.
+attn_kernels
+    The same fraction per named kernel generation ("fa2", "fa3"), for a scenario
+    whose software stack is known (``training.attention_kernel``); ``attn_eff`` is
+    what "auto" takes.
 sustained_frac
     Fraction of the microbenchmark tensor-core rate (``gemm_eff``, ``attn_eff``) that
     the device sustains inside a training step: GEMMs run back to back for minutes with
@@ -47,7 +51,7 @@ so these presets store 80 GiB (nvidia-smi shows 81920 MiB on an A100 80GB).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .errors import ScenarioError, did_you_mean, one_of
 from .units import UnitError, parse_bandwidth, parse_bytes, parse_flops, parse_time
@@ -112,13 +116,14 @@ class Device:
     launch_s: float
     nvlink_Bps: float = 0.0
     attn_eff: float | None = None
+    attn_kernels: dict = field(default_factory=dict)
     gemm_eff_by_dtype: dict = field(default_factory=dict)
     sustained_frac: float = 1.0
     kind: str = "gpu"
     sources: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        for name in ("peak_flops", "gemm_eff_by_dtype", "sources"):
+        for name in ("peak_flops", "gemm_eff_by_dtype", "attn_kernels", "sources"):
             object.__setattr__(self, name, dict(getattr(self, name)))
         problem = _problem(vars(self))
         assert problem is None, f"device {self.name}: {problem}"
@@ -143,6 +148,25 @@ class Device:
         if dtype not in self.peak_flops:
             raise ScenarioError(f"{self.name} has no {dtype} math; {one_of(self.peak_flops)}",
                                 file=file, key=key)
+
+    def with_attention_kernel(self, kernel: str, *, file=None) -> "Device":
+        """This device with ``attn_eff`` of the named flash-attention ``kernel``
+        ("auto" keeps it); a kernel the device does not run raises :class:`ScenarioError`.
+
+        >>> get_device("h100-sxm-80gb").with_attention_kernel("fa2").attn_eff
+        0.35
+        >>> get_device("a100-80gb").with_attention_kernel("fa3")
+        Traceback (most recent call last):
+        ...
+        parsim.errors.ScenarioError: training.attention_kernel: 'fa3' does not run on a100-80gb; one of: auto, fa2
+        """
+        if kernel == "auto":
+            return self
+        if kernel not in self.attn_kernels:
+            raise ScenarioError(f"{kernel!r} does not run on {self.name}; "
+                                f"{one_of(['auto', *self.attn_kernels])}",
+                                file=file, key="training.attention_kernel")
+        return replace(self, attn_eff=self.attn_kernels[kernel])
 
     def gemm_eff_for(self, dtype: str) -> float:
         """GEMM efficiency ceiling for ``dtype`` (``gemm_eff_by_dtype`` or ``gemm_eff``)."""
@@ -241,6 +265,9 @@ def _problem(v: dict):
             return f"{name} must be an efficiency in (0, 1]"
     if v["attn_eff"] is not None and not 0 < v["attn_eff"] <= 1:
         return "attn_eff must be an efficiency in (0, 1], or absent (no flash-attention kernel)"
+    for kernel, eff in v["attn_kernels"].items():
+        if not 0 < eff <= 1:
+            return f"attn_kernels[{kernel}] must be an efficiency in (0, 1]"
     if not (v["mem_bw_Bps"] > 0 and v["mem_bytes"] > 0):
         return "mem_bw_Bps and mem_bytes must be positive"
     if v["kind"] not in KINDS:
@@ -281,6 +308,13 @@ def _per_dtype(parse_one):
     return parse
 
 
+def _attn_kernels(raw, old, file, key):
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{raw!r} must be a table of kernel = efficiency, e.g. fa2 = 0.35",
+                            file=file, key=key)
+    return {**old, **{k: _number(v, None, file, f"{key}.{k}") for k, v in raw.items()}}
+
+
 def _unit(parser):
     return lambda raw, _old, _file, _key: parser(raw)
 
@@ -302,17 +336,19 @@ _PARSERS = {
     "sustained_frac": _number,
     "mem_eff": _number,
     "attn_eff": _optional_number,
+    "attn_kernels": _attn_kernels,
     "launch_s": _unit(parse_time),
     "nvlink_Bps": _unit(parse_bandwidth),
 }
 
 
 def _gpu(name, *, peaks, mem_bytes, mem_bw_Bps, sm_count, gemm_eff, mem_eff, nvlink_Bps,
-         attn_eff, sources, gemm_eff_by_dtype=None, launch_s=3 * US, sustained_frac=1.0):
+         attn_eff, sources, gemm_eff_by_dtype=None, launch_s=3 * US, sustained_frac=1.0,
+         attn_kernels=None):
     sources = {"launch_s": _SRC_LAUNCH, **sources}
     return Device(name=name, peak_flops=peaks, mem_bytes=mem_bytes, mem_bw_Bps=mem_bw_Bps,
                   sm_count=sm_count, gemm_eff=gemm_eff, mem_eff=mem_eff, launch_s=launch_s,
-                  nvlink_Bps=nvlink_Bps, attn_eff=attn_eff,
+                  nvlink_Bps=nvlink_Bps, attn_eff=attn_eff, attn_kernels=attn_kernels or {},
                   gemm_eff_by_dtype=gemm_eff_by_dtype or {}, sustained_frac=sustained_frac,
                   sources=sources)
 
@@ -353,12 +389,13 @@ def _a100(name, mem_gib, mem_bw_Bps):
         mem_eff=0.88,  # 1.80 / 2.04 TB/s
         nvlink_Bps=300 * GB_s,  # 600 GB/s is both directions of 12 links
         attn_eff=0.62,
+        attn_kernels={"fa2": 0.62},  # FlashAttention-3 is Hopper-only
         sources={
             "peak_flops": f"{_SRC_A100}; {_SRC_PEAK_README}", "mem_bw_Bps": _SRC_A100,
             "sm_count": _SRC_A100, "nvlink_Bps": _SRC_A100 + " (total of both directions: 300 each way)",
             "mem_bytes": f"NVIDIA A100 datasheet: {mem_gib} GB HBM2/HBM2e",
             "gemm_eff": f"{_SRC_MAMF}: A100 SXM bf16 271.2 of 312 TFLOPS = 86.9% (torch 2.6.0+cu126)",
-            "mem_eff": _SRC_A100_MEM, "attn_eff": _SRC_FA2,
+            "mem_eff": _SRC_A100_MEM, "attn_eff": _SRC_FA2, "attn_kernels": _SRC_FA2,
             "sustained_frac": (f"{_SRC_SUSTAINED_TB}: A100 80GB fp16 8192^3 matmul 230 TFLOPS sustained "
                                "(no tile or wave loss: 4096 tiles fill 38 waves of 108 SMs to 99.8%), "
                                "against MAMF's 271.2: 230/271.2 = 0.848"),
@@ -376,6 +413,7 @@ def _hopper(name, mem_gib, mem_bw_Bps, *, fp8_eff, mem_source, fp8_eff_source):
         mem_eff=0.88,  # no Hopper HBM3 measurement found; A100's measured fraction
         nvlink_Bps=450 * GB_s,  # 900 GB/s is both directions of 18 links
         attn_eff=0.55,
+        attn_kernels={"fa2": 0.35, "fa3": 0.75},
         sources={
             "peak_flops": f"{_SRC_H100}; {_SRC_PEAK_README}", "sm_count": _SRC_H100,
             "nvlink_Bps": _SRC_H100 + " (total of both directions: 450 each way)",
@@ -384,7 +422,7 @@ def _hopper(name, mem_gib, mem_bw_Bps, *, fp8_eff, mem_source, fp8_eff_source):
                          "the table notes 'H200 is the same'"),
             "gemm_eff_by_dtype": fp8_eff_source,
             "mem_eff": "assumed equal to the A100 measurement (no H100/H200 SXM figure found): " + _SRC_A100_MEM,
-            "attn_eff": _SRC_FA3,
+            "attn_eff": _SRC_FA3, "attn_kernels": _SRC_FA3,
             "sustained_frac": _SRC_HOPPER_CLOCK,
         })
 

@@ -116,6 +116,8 @@ TRAINING_KEYS = {
     "optimizer": (_choice("adam", "sgd"), "adam"),
     "recompute": (_choice("none", "selective", "full"), "none"),
     "flash_attention": (_bool, True),
+    "attention_kernel": (_choice("auto", "fa2", "fa3"), "auto"),
+    "unpadded_attention": (_bool, False),
     "overlap_grad_reduce": (_bool, True),
     "overlap_param_gather": (_bool, True),
     "bucket_size": (_quantity("bytes"), 40e6),
@@ -188,6 +190,11 @@ class TrainingSpec:
     optimizer: str = "adam"
     recompute: str = "none"
     flash_attention: bool = True       # fused attention: no s×s scores kept or re-read
+    # which flash-attention generation runs (Device.attn_kernels); "auto": Device.attn_eff
+    attention_kernel: str = "auto"
+    # q, k, v gathered into a packed (unpadded) layout for the varlen flash kernel and the
+    # output scattered back (flash_attn.bert_padding, as llm-foundry and HF models do)
+    unpadded_attention: bool = False
     overlap_grad_reduce: bool = True
     overlap_param_gather: bool = True
     bucket_size: float = 40e6

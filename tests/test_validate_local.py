@@ -13,7 +13,8 @@ import pytest
 
 from parsim.calibrate import session
 from parsim.calibrate.profile import Collective, Profile, load_profile
-from parsim.validate import local as L
+from parsim.validate import local as LR
+from parsim.validate import local_model as L
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_PROFILE = ROOT / "profiles" / "cpu-dev2core.toml"
@@ -183,7 +184,7 @@ def test_calibrate_then_validate_end_to_end_with_two_processes(tmp_path):
                               plot=str(tmp_path / "v.png"), quiet=True)
     buf = io.StringIO()
     with redirect_stdout(buf):
-        assert L.run(args) == 0                                  # what `parsim validate --local` runs
+        assert LR.run(args) == 0                                  # what `parsim validate --local` runs
     data = json.loads(buf.getvalue())
     assert data["profile"] == str(out) and data["cores"] >= 1 and "loadavg_before" in data
     clean, _ = L.robust_profile(prof)
@@ -192,8 +193,11 @@ def test_calibrate_then_validate_end_to_end_with_two_processes(tmp_path):
         assert row["processes"] == job.world and len(row["samples_s"]) == job.steps
         assert row["measured_s"] == pytest.approx(float(np.median(row["samples_s"])))
         assert 1e-5 < row["measured_s"] < 5.0
-        assert row["predicted_s"] == pytest.approx(L.predict(job, clean, row["foreign_cores"])[0])
-        assert row["predicted_quiet_s"] == pytest.approx(L.predict(job, clean)[0])
+        raw = L.predict(job, clean, row["foreign_cores"])[0]
+        assert row["predicted_profile_s"] == pytest.approx(raw)
+        assert 0.2 < row["speed_factor"] < 5.0                    # the probe ran and was read
+        assert row["predicted_s"] == pytest.approx(raw * row["speed_factor"])
+        assert row["predicted_quiet_s"] == pytest.approx(L.predict(job, clean)[0] * row["speed_factor"])
         assert row["error_pct"] == pytest.approx(
             100 * (row["predicted_s"] - row["measured_s"]) / row["measured_s"])
         assert row["spread_pct"] >= 0 and math.isfinite(row["error_pct"])
@@ -203,6 +207,23 @@ def test_calibrate_then_validate_end_to_end_with_two_processes(tmp_path):
     assert data["max_abs_pct_error"] == pytest.approx(max(errs))
     assert (tmp_path / "v.png").stat().st_size > 1000
     assert json.loads((tmp_path / "local_runs.json").read_text())["rows"] == data["rows"]
+
+
+def test_speed_factor_is_the_profile_rate_over_the_probed_rate():
+    prof = _profile()
+    rate = prof.gemm_flops_per_s(512, 512, 512, "fp32", threads=1)
+    if rate is None:   # the synthetic profile has no one-thread table: no scaling
+        assert LR.speed_factor(prof, {"before": {"512x512x512": 1e9},
+                                      "after": {"512x512x512": 1e9}}) == (1.0, 0.0)
+    import dataclasses
+    one = dataclasses.replace(prof, gemm=prof.gemm + tuple(
+        {"m": m, "n": m, "k": m, "dtype": "fp32", "threads": 1, "flops_per_s": 40e9}
+        for m in (256, 512, 1024)))
+    probe = {"before": {"512x512x512": 20e9}, "after": {"512x512x512": 20e9 * 1.21}}
+    factor, drift = LR.speed_factor(one, probe)
+    assert factor == pytest.approx(40e9 / (20e9 * 1.1))          # geometric mean of the two
+    assert drift == pytest.approx(0.21)
+    assert LR.speed_factor(one, None) == (1.0, 0.0)
 
 
 def test_validate_cli_reaches_the_local_hook(run_cli, tmp_path):

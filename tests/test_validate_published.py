@@ -2,9 +2,9 @@
 
 Data: shared/data/published_runs.csv (85 rows, 60 with a usable step time; see
 shared/data/README.md). The pinned errors are the current model's, so a change that
-worsens accuracy fails here; tighten them when the model improves. The issue's target mean
-(<= 8 %) is met; its worst-row target (<= 20 %) is not yet: five rows (MPT-7B on H100,
-BLOOM's batch-size ramp-up) miss by up to 4 points; see README "Validation".
+worsens accuracy fails here; tighten them when the model improves. Both of the issue's
+targets are met: mean <= 8 %, worst <= 20 % (the worst row, MPT-7B on 512 H100, at -19.8 %
+is close to it; see README "Validation").
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ pytestmark = pytest.mark.skipif(not DATA.exists(), reason="shared/data/published
 
 # source -> (rows, mean |error| %, worst |error| %) measured with this model; slack 0.5 point
 PINNED = {"narayanan21": (18, 5.0, 12.9), "korthikanti22": (7, 3.9, 8.8),
-          "megatron_readme2020": (12, 7.5, 11.6), "bloom176b": (3, 16.1, 23.2),
-          "mosaic": (16, 9.2, 24.0), "nemo2407": (4, 8.3, 16.2)}
-PINNED_OVERALL = (60, 7.3, 24.0)
+          "megatron_readme2020": (12, 7.5, 11.6), "bloom176b": (3, 1.6, 2.2),
+          "mosaic": (16, 7.2, 19.8), "nemo2407": (4, 8.3, 16.2)}
+PINNED_OVERALL = (60, 6.0, 19.8)
 SLACK = 0.5
 
 
@@ -58,8 +58,25 @@ def test_per_source_error_does_not_get_worse(report, source):
     assert got_worst <= worst + SLACK
 
 
-def test_issue_mean_target_is_met(report):
+def test_issue_targets_are_met(report):
     assert report.mean_abs_pct_error <= 8.0
+    assert report.max_abs_pct_error <= 20.0
+
+
+def test_omnipath_figure_predicts_the_other_jean_zay_benchmark():
+    """OPA_RING_CROSSING_Bps comes from BigScience's 4 nodes x 8 A100 all-reduce benchmark;
+    the same repository measured 4 nodes x 4 GPUs (16 ranks, 4.0e9 bytes) at 1.505-1.528 s
+    per call (experiments/bandwidth/n4_a100_all_reduce_bench.txt, after warm-up). A flat ring
+    over links of that rate must reproduce it; parsim's default (hierarchical over 4 x 100
+    Gb/s ports) would predict ~0.15 s, ten times too fast."""
+    from parsim.cost import placement
+    from parsim.topology import build_cluster
+    from parsim.validate.published import OPA_BENCH_BYTES, omnipath_cluster
+    opa = omnipath_cluster({"notes": "links: Omni-Path Architecture (OPA), '4 OmniPath links'"})
+    cluster = build_cluster({"topology": "dgx-a100", "nodes": 4, "gpus_per_node": 4, **opa})
+    t, alg = placement.group_time_s(cluster, list(range(16)), "all_reduce", OPA_BENCH_BYTES, "ring")
+    assert alg == "ring" and 1.505 * 0.95 < t < 1.528 * 1.05
+    assert omnipath_cluster({"notes": "links: NVLink; InfiniBand"}) is None
 
 
 def test_megatron_2020_rows_within_13_percent(report):
@@ -82,7 +99,11 @@ def test_defaults_are_framework_rules_not_row_values():
     assert raw["parallel"]["scatter_gather"] is False
     assert raw["parallel"]["zero_grad_reduce"] == "all_reduce"  # BF16_Optimizer
     assert raw["training"]["overlap_grad_reduce"] is False
-    assert raw["cluster"]["nic_bandwidth"] == "50 Gb/s"         # 4 Omni-Path links / 8 GPUs
+    assert raw["cluster"]["nic_efficiency"] == 1.0              # measured NCCL rate over OPA
+    assert raw["parallel"]["algorithm"] == "ring"               # NCCL 2.10, 2 channels
+    raw, _ = row_scenario(rows["mosaic_mpt7b_h100_80gb_8gpu_L118"])
+    assert raw["training"]["attention_kernel"] == "fa2"         # llm-foundry: flash-attn 2.5
+    assert raw["training"]["unpadded_attention"] is True
     raw, _ = row_scenario(rows["narayanan21_t2_ptdp_174.6B_384gpu"])
     assert raw["parallel"]["pipeline_p2p"] == "paired"         # Megatron-LM before Core
     raw, _ = row_scenario(rows["nemo2407_llama3-8b_8gpu"])

@@ -246,7 +246,8 @@ MEMORY_BOUND_PARTS = ("elementwise", "fp8_cast")
 
 def transformer_layer_times(device, *, micro_batch: int, seq: int, hidden: int, heads: int,
                             kv_heads: int, ffn_hidden: int, gated_mlp: bool, tp: int, dtype: str,
-                            sequence_parallel: bool, causal: bool = True, flash: bool = True) -> dict:
+                            sequence_parallel: bool, causal: bool = True, flash: bool = True,
+                            unpadded: bool = False) -> dict:
     """Forward and backward seconds of one transformer layer on one tensor-parallel rank.
 
     Shapes on a rank (b micro-batch, s sequence, h hidden, a heads, g kv heads, d = h/a,
@@ -257,7 +258,9 @@ def transformer_layer_times(device, *, micro_batch: int, seq: int, hidden: int, 
     * proj: GEMM m = b·s, k = h/t, n = h
     * mlp: fc1 m = b·s, k = h, n = f/t (2f/t gated: gate and up fused); fc2 k = f/t, n = h
     * elementwise: 2 layer norms and 2 bias-dropout-adds on b·s rows of h (b·s/t rows
-      with sequence parallelism), the activation on b·s × f/t (:func:`memory_time_s`)
+      with sequence parallelism), the activation on b·s × f/t (:func:`memory_time_s`);
+      with ``unpadded`` also the packing of q, k, v for a varlen flash kernel
+      (:func:`_unpad_bytes`)
 
     Backward: each GEMM (m, n, k) becomes its data gradient (m, k, n) and weight gradient
     (k, n, m), the same FLOPs twice but quantized on their own shapes; attention
@@ -311,6 +314,9 @@ def transformer_layer_times(device, *, micro_batch: int, seq: int, hidden: int, 
     for phase, out in (("fwd", fwd), ("bwd", bwd)):
         out["elementwise"] = _elementwise_s(device, phase, norm_rows, h, rows * ffn_hidden // t,
                                             act, DTYPE_BYTES[act_dtype])
+        if unpadded:
+            out["elementwise"] += memory_time_s(device, _unpad_bytes(
+                phase, rows, a // t * d, kv_per_rank * d, DTYPE_BYTES[act_dtype]))
     gemm_flops = sum(2.0 * m * n * k for shapes in gemms.values() for m, n, k in shapes)
     fwd_flops = gemm_flops + attention_flops(b, a // t, s, d, causal=False)
     order = ("qkv", "attention", "proj", "mlp", "elementwise")
@@ -356,6 +362,25 @@ def _kv_heads_per_rank(heads, kv_heads, tp):
     if tp % kv_heads == 0:
         return 1
     raise Infeasible(f"tensor parallelism {tp} and kv_heads = {kv_heads}: one must divide the other")
+
+
+def _unpad_bytes(phase, rows, q_width, kv_width, e):
+    """Bytes moved packing attention inputs for a variable-length flash kernel: llm-foundry
+    ``flash_attn_fn`` (mosaicml/llm-foundry, llmfoundry/models/layers/attention.py) gathers
+    q, k and v with ``flash_attn.bert_padding.index_first_axis`` and scatters the output
+    back with ``pad_input`` (zeros, then an indexed write).
+
+    Forward: each gather reads and writes its tensor (2 passes over q, k, v); the output
+    is zero-filled, read and written (3 passes over q). Backward: ``pad_input``'s gradient
+    is a gather (2 passes over q); each gather's gradient zero-fills and scatters (3 passes
+    over q, k, v). Per row of ``rows``: q is ``q_width`` elements, k and v ``kv_width``.
+
+    >>> _unpad_bytes("fwd", 1, 4, 4, 2), _unpad_bytes("bwd", 1, 4, 4, 2)   # 9·4·2, 11·4·2
+    (72, 88)
+    """
+    qkv = q_width + 2 * kv_width
+    passes = 2 * qkv + 3 * q_width if phase == "fwd" else 2 * q_width + 3 * qkv
+    return rows * passes * e
 
 
 def _elementwise_s(device, phase, norm_rows, hidden, act_elems, act, e):

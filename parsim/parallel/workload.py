@@ -84,10 +84,11 @@ def chunk_costs(sc: Scenario, device, cluster, layers: int, first: bool, last: b
     m, t, p = sc.model, sc.training, sc.parallel
     b, s = t.micro_batch, m.seq_len // p.cp
     lt = compute.transformer_layer_times(
-        device, micro_batch=b, seq=s, hidden=m.hidden, heads=m.heads, kv_heads=m.kv_heads,
+        device.with_attention_kernel(t.attention_kernel, file=sc.file), micro_batch=b, seq=s, hidden=m.hidden, heads=m.heads, kv_heads=m.kv_heads,
         ffn_hidden=m.ffn_hidden * min(m.experts_per_token, m.num_experts),
         gated_mlp=m.gated_mlp, tp=p.tp, dtype=_compute_dtype(sc),
-        sequence_parallel=p.sequence_parallel, flash=t.flash_attention)
+        sequence_parallel=p.sequence_parallel, flash=t.flash_attention,
+        unpadded=t.unpadded_attention)
     # tensor-core ops at the rate sustained inside a training step (Device.sustained_frac)
     fwd_parts, bwd_parts = _sustained(device, lt["parts"]), _sustained(device, lt["bwd_parts"])
     attn = fwd_parts.get("attention", 0.0)

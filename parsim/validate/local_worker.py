@@ -22,7 +22,9 @@ Jobs (``job["kind"]``), all float32, SGD, seeded weights and one fixed batch per
 
 Rank 0 records the wall time of every step (all ranks run in lockstep: the step ends in a
 collective or a receive) and its phases (dp: compute, comm, update; ps server: push, update,
-pull; pp stage 0: forwards, waits for gradients, backwards, update) and writes ``{"step_s": [...], "warmup": n}`` to RESULT.json.
+pull; pp stage 0: forwards, waits for gradients, backwards, update) and writes ``{"step_s": [...], "warmup": n}`` to RESULT.json. Before and after the job rank 0 times
+a few one-thread GEMMs alone (:func:`probe_rates`): how fast the machine was while the job
+ran, against the profile's calibration.
 """
 from __future__ import annotations
 
@@ -216,6 +218,40 @@ class _Monitor:
         return self.mon.stop() if self.mon is not None else None
 
 
+# GEMMs of the profile's single-thread table (parsim.calibrate.compute.CPU_SHAPES_1T) that
+# rank 0 times alone before and after the job: the machine's speed when the job ran
+# (parsim.validate.local.speed_factor).
+PROBE_SHAPES = ((512, 512, 512), (256, 1024, 1024), (1024, 1024, 256))
+PROBE_MIN_S = 0.03
+
+
+def probe_rates(np) -> dict:
+    """{"m x n x k": FLOP/s} of one-thread fp32 GEMMs, each the median of >= 5 calls over
+    >= ``PROBE_MIN_S`` seconds (inputs warm in cache, as in the calibration's table)."""
+    out = {}
+    rng = np.random.default_rng(1)
+    for m, n, k in PROBE_SHAPES:
+        a = rng.random((m, k), dtype=np.float32)
+        b = rng.random((k, n), dtype=np.float32)
+        a @ b
+        times, start = [], time.perf_counter()
+        while len(times) < 5 or time.perf_counter() - start < PROBE_MIN_S:
+            t = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t)
+        out[f"{m}x{n}x{k}"] = 2.0 * m * n * k / float(np.median(times))
+    return out
+
+
+def _probe(rank, world, dist):
+    """Rank 0 probes while the others wait at a barrier (so it runs alone)."""
+    import numpy as np
+    rates = probe_rates(np) if rank == 0 else None
+    if world > 1:
+        dist.barrier()
+    return rates
+
+
 def main(argv=None) -> int:
     job_path, result_path = (argv or sys.argv[1:])[:2]
     with open(job_path) as f:
@@ -230,9 +266,11 @@ def main(argv=None) -> int:
         torch.set_num_threads(1)
         dist.init_process_group("gloo", init_method="env://")
     try:
+        before = _probe(rank, world, dist)
         times = run_job(job, rank, world, dist, torch)
         if world > 1:
             dist.barrier()
+        after = _probe(rank, world, dist)
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
@@ -240,7 +278,8 @@ def main(argv=None) -> int:
         tmp = result_path + ".tmp"
         with open(tmp, "w") as f:
             json.dump({"step_s": times, "warmup": job["warmup"], "phases": job.get("_phases", []),
-                       "foreign_cores": job.get("_foreign_cores")}, f)
+                       "foreign_cores": job.get("_foreign_cores"),
+                       "probe": {"before": before, "after": after}}, f)
         os.replace(tmp, result_path)
     return 0
 

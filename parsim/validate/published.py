@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,8 +97,17 @@ def _pipeline_p2p(row) -> dict:
     return {}
 
 
-# Intel Omni-Path Architecture 100 series: 100 Gb/s per port (Intel OPA product brief).
-OPA_PORT_GBIT = 100
+# NCCL over Intel Omni-Path on Jean Zay's A100 partition (the BLOOM rows), as measured there
+# by BigScience: bigscience-workshop/bigscience experiments/bandwidth/all_reduce_bench.py
+# all-reduced 4.0e9 bytes (fp32, M*N*4 with N=500000, M=2000) over 4 nodes x 8 A100 in
+# 1.519-1.531 s per call (all_reduce_bench-a100-n4.txt: busbw 40.5-40.8 Gb/s). Its NCCL log
+# (2.10.3) shows the IB-verbs transport on the hfi1 adapters without GPUDirect RDMA and only
+# 2 rings ("2 coll channels"), so the figure is what one ring crossing between two nodes
+# carries, not the 4 x 100 Gb/s of the node's ports: 2(n-1)/n * S / t for n = 32.
+# tests/test_validate_published.py checks it against the second measurement there
+# (4 nodes x 4 GPUs, 1.505-1.528 s).
+OPA_BENCH_BYTES, OPA_BENCH_RANKS, OPA_BENCH_S = 4.0e9, 32, 1.525
+OPA_RING_CROSSING_Bps = 2 * (OPA_BENCH_RANKS - 1) / OPA_BENCH_RANKS * OPA_BENCH_BYTES / OPA_BENCH_S
 # DGX-2 datasheet; NVLink2 achieves 122 of 150 GB/s busbw (GTC24 S62129, collectives.csv gtc24_nvlink2_v100)
 DGX2 = {"nvlink_bandwidth": "150 GB/s", "nic_bandwidth": "100 Gb/s", "nvlink_efficiency": 0.81}
 
@@ -202,6 +210,21 @@ def _flash(row) -> bool:
     return any(name in fw for name in FLASH_FRAMEWORKS)
 
 
+# llm-foundry's attention (the MosaicML rows): flash-attn 2.x, pinned by its ``gpu-flash2``
+# extra (setup.py, 2024 snapshots: flash-attn 2.5.x); FlashAttention-3 for Hopper appeared in
+# July 2024 (Shah et al., arXiv:2407.08608), after the benchmark table's last change
+# (2024-04-22). Its ``flash_attn_fn`` packs q, k, v for the varlen kernel and pads the output
+# back (llmfoundry/models/layers/attention.py; see parsim.cost.compute._unpad_bytes).
+FA2_UNPADDED_FRAMEWORKS = ("llm-foundry",)
+
+
+def _attention(row) -> dict:
+    fw = _framework(row)
+    if any(name in fw for name in FA2_UNPADDED_FRAMEWORKS):
+        return {"attention_kernel": "fa2", "unpadded_attention": True}
+    return {}
+
+
 def _overlap_grad_reduce(row) -> bool:
     """True if the row's framework overlaps gradient reduction with the backward pass
     (``OVERLAP_GRAD_FRAMEWORKS``); unknown frameworks keep parsim's default (overlap)."""
@@ -216,13 +239,15 @@ def _links(row) -> str:
     return segs[0].lower() if segs else ""
 
 
-def _omnipath_nic_gbit(row, gpus_per_node: int):
-    """Per-GPU network bandwidth (Gb/s) where the links note names N Omni-Path links per
-    node: N x 100 Gb/s shared by the node's GPUs; else None."""
-    m = re.search(r"(\d+) omnipath links' per node", _links(row))
-    if not m or "omni-path" not in _links(row):
+def omnipath_cluster(row) -> dict | None:
+    """Cluster and layout overrides where the links note names Omni-Path (the BLOOM rows):
+    every GPU's network link carries ``OPA_RING_CROSSING_Bps``, a measured (achieved) rate,
+    and collectives run as NCCL's flat rings, since with two
+    channels NCCL does not spread a ring's traffic over all of a node's ports (which is what
+    parsim's hierarchical all-reduce models). None for other rows."""
+    if "omni-path" not in _links(row):
         return None
-    return int(m.group(1)) * OPA_PORT_GBIT / gpus_per_node
+    return {"nic_bandwidth": f"{OPA_RING_CROSSING_Bps / 1e9:.4f} GB/s", "nic_efficiency": 1.0}
 
 
 def _micro_batch(row, dp: int) -> int:
@@ -313,7 +338,7 @@ def _scenario(row: dict) -> dict:
                 "recompute": _recompute(row),
                 "flash_attention": _flash(row),
                 "overlap_grad_reduce": _overlap_grad_reduce(row),
-                "overlap_param_gather": _overlap_grad_reduce(row)}
+                "overlap_param_gather": _overlap_grad_reduce(row), **_attention(row)}
     parallel = {"tp": tp, "pp": pp, "cp": cp, "dp": dp,
                 "zero": _int(row, "zero", DEFAULTS["zero"]),
                 "sequence_parallel": _int(row, "sequence_parallel", 0) == 1}
@@ -342,9 +367,10 @@ def _scenario(row: dict) -> dict:
         cluster.update(topology="dgx-a100", **DGX2)
     else:
         raise ValueError(f"gpu {gpu!r} has no cluster preset")
-    opa = _omnipath_nic_gbit(row, gpn)
+    opa = omnipath_cluster(row)
     if opa is not None:
-        cluster["nic_bandwidth"] = f"{opa:g} Gb/s"
+        cluster.update(opa)
+        parallel["algorithm"] = "ring"
     return {"name": row["run_id"], "model": model, "training": training, "parallel": parallel,
             "cluster": cluster}
 
