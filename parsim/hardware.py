@@ -245,9 +245,14 @@ def _rebase_efficiencies(dev, values, mapping):
     values["gemm_eff_by_dtype"] = {d: e for d, e in values["gemm_eff_by_dtype"].items()
                                    if d not in measured or d in given}
     attn_dtype = "bf16" if "bf16" in dev.peak_flops else "fp16"
-    if ("attn_eff" not in mapping and dev.attn_eff is not None and attn_dtype in measured):
-        rate = dev.attn_eff * dev.peak_flops[attn_dtype]
-        values["attn_eff"] = min(1.0, rate / values["peak_flops"][attn_dtype])
+    if attn_dtype not in measured:
+        return
+    scale = dev.peak_flops[attn_dtype] / values["peak_flops"][attn_dtype]
+    if "attn_eff" not in mapping and dev.attn_eff is not None:
+        values["attn_eff"] = min(1.0, dev.attn_eff * scale)
+    given_kernels = set(mapping.get("attn_kernels", {}))
+    values["attn_kernels"] = {k: (e if k in given_kernels else min(1.0, e * scale))
+                              for k, e in values["attn_kernels"].items()}
 
 
 def _problem(v: dict):

@@ -201,7 +201,6 @@ def test_calibrate_communication_through_mpi(tmp_path):
         (op, 2) for op in ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "send_recv")}
     for c in prof.collectives:
         assert all(1e-7 < t < 1.0 for t in c.time_s)       # shared-memory MPI: sub-µs .. ms
-        assert c.time_s[-1] > c.time_s[0]                   # the largest message takes longest
 
 
 def test_calibrate_under_mpiexec(tmp_path):

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("auto", "gloo", "nccl", "mpi"), default="auto",
                         help="gloo/nccl through torch.distributed, or mpi4py (default: auto)")
     parser.add_argument("--repeats", type=int, default=None, metavar="N",
-                        help="kept samples per communication point (default 15, --quick 5)")
+                        help="kept samples per communication point (default 40, --quick 5)")
 
 
 def options_from_args(args):

@@ -54,6 +54,12 @@ CPU_SHAPES_1T = {
     "quick": [(128, 128, 128), (512, 512, 512)] + _SKINNY[:4],
     "tiny": [(64, 64, 64), (128, 128, 128)],
 }
+# fused causal attention (torch scaled_dot_product_attention, bf16): (batch, heads, seq, head_dim)
+ATTN_SHAPES = {
+    "full": [(4, 32, 2048, 128), (1, 32, 8192, 128), (8, 16, 2048, 64), (2, 64, 4096, 128)],
+    "quick": [(4, 32, 2048, 128), (1, 32, 8192, 128)],
+    "tiny": [(1, 8, 1024, 64)],
+}
 MEM_BYTES = {"full": 256 * 2**20, "quick": 64 * 2**20, "tiny": 4 * 2**20}
 _NUMPY_DTYPES = {"fp32": np.float32, "fp64": np.float64}
 
@@ -63,7 +69,7 @@ class Bench:
     """One microbenchmark: ``call()`` runs the op once; ``work`` is FLOPs or bytes per call."""
 
     name: str
-    kind: str                      # "gemm", "mem" or "launch"
+    kind: str                      # "gemm", "mem", "attention" or "launch"
     call: Callable[[], object]
     work: float
     info: dict = field(default_factory=dict)
@@ -221,6 +227,7 @@ def gpu_benches(grid: str, torch) -> list[Bench]:
                 return torch.matmul(a, b, out=c)
             benches.append(Bench(f"gemm {dtype} {m}x{n}x{k}", "gemm", call, 2.0 * m * n * k,
                                  {"m": m, "n": n, "k": k, "dtype": dtype}))
+    benches += attention_benches(grid, torch, dev)
     count = MEM_BYTES[grid]          # float32 elements: 4x the CPU bytes, past the GPU's L2
     x, y, z = (torch.ones(count, device=dev) for _ in range(3))
     benches.append(Bench("copy", "mem", lambda: y.copy_(x), 2.0 * count * 4, {"bytes": count * 4}))
@@ -228,6 +235,24 @@ def gpu_benches(grid: str, torch) -> list[Bench]:
     one_a, one_b, one_c = (torch.ones(1, device=dev) for _ in range(3))
     benches.append(Bench("launch", "launch", lambda: torch.add(one_a, one_b, out=one_c), 1.0))
     return benches
+
+
+def attention_benches(grid: str, torch, dev) -> list[Bench]:
+    """Causal fused attention forward in bf16 (``scaled_dot_product_attention``, which runs a
+    FlashAttention kernel on Ampere and Hopper), FLOPs as parsim counts them:
+    4·b·heads·s²·d / 2 (:func:`parsim.cost.compute.attention_flops`, causal)."""
+    sdpa = getattr(torch.nn.functional, "scaled_dot_product_attention", None)
+    if sdpa is None:
+        return []
+    out = []
+    for b, h, s, d in ATTN_SHAPES[grid]:
+        q, k, v = (torch.randn(b, h, s, d, device=dev, dtype=torch.bfloat16) for _ in range(3))
+        out.append(Bench(f"attention bf16 {b}x{h}x{s}x{d}", "attention",
+                         lambda q=q, k=k, v=v: sdpa(q, k, v, is_causal=True),
+                         4.0 * b * h * s * s * d / 2,
+                         {"batch": b, "heads": h, "seq": s, "head_dim": d, "dtype": "bf16",
+                          "causal": True}))
+    return out
 
 
 def measure(benches: list[Bench], *, repeats: int, target_s: float = 0.02, sync=None,
@@ -306,14 +331,18 @@ def keep_rounds(foreign: list, repeats: int) -> list[int]:
 
 
 def summarize(benches: list[Bench]) -> dict:
-    """GEMM rows, memory rows, launch cost and the [device] overrides they imply."""
-    gemm, mem = [], []
+    """GEMM rows, memory rows, attention rows, launch cost and the [device] overrides they
+    imply (``attn_eff``: the best attention rate over the measured 16-bit GEMM peak)."""
+    gemm, mem, attn = [], [], []
     launch_s = None
     for bench in benches:
         t = float(np.median(bench.samples))
         row_spread = noise.spread(bench.samples)
         if bench.kind == "gemm":
             gemm.append({**bench.info, "time_s": t, "flops_per_s": bench.work / t, "spread": row_spread})
+        elif bench.kind == "attention":
+            attn.append({**bench.info, "time_s": t, "flops_per_s": bench.work / t,
+                         "spread": row_spread})
         elif bench.kind == "mem":
             mem.append({"op": bench.name, **bench.info, "time_s": t, "bytes_per_s": bench.work / t,
                         "spread": row_spread})
@@ -327,7 +356,9 @@ def summarize(benches: list[Bench]) -> dict:
     device = {"peak_flops": peak, "mem_bw_Bps": max(r["bytes_per_s"] for r in mem
                                                       if r["op"] in ("copy", "add")),
               "launch_s": launch_s, "gemm_eff": 1.0, "mem_eff": 1.0}
-    return {"gemm": gemm, "memory": mem, "device": device}
+    if attn and peak.get("bf16"):
+        device["attn_eff"] = min(1.0, max(r["flops_per_s"] for r in attn) / peak["bf16"])
+    return {"gemm": gemm, "memory": mem, "attention": attn, "device": device}
 
 
 _CORUN_HELPER = r"""

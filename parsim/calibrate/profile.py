@@ -27,7 +27,7 @@ from .. import units
 
 DEVICE_FIELDS = {"name": str, "base": str, "peak_flops": "flops", "mem_bytes": "bytes",
                  "mem_bw_Bps": "bandwidth", "sm_count": int, "gemm_eff": float, "mem_eff": float,
-                 "launch_s": "time", "sources": dict}
+                 "launch_s": "time", "attn_eff": float, "sources": dict}
 DTYPES = ("fp64", "fp32", "tf32", "fp16", "bf16", "fp8")
 _DTYPE_ALIASES = {"float64": "fp64", "float32": "fp32", "float16": "fp16", "bfloat16": "bf16",
                   "half": "fp16", "float": "fp32", "double": "fp64"}
@@ -35,7 +35,7 @@ OPS = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "send_recv")
 _OP_ALIASES = {"allreduce": "all_reduce", "reducescatter": "reduce_scatter",
                "allgather": "all_gather", "bcast": "broadcast", "p2p": "send_recv",
                "sendrecv": "send_recv"}
-_TOP_KEYS = ("meta", "device", "gemm", "memory", "collective")
+_TOP_KEYS = ("meta", "device", "gemm", "memory", "collective", "attention")
 _GEMM_KEYS = ("m", "n", "k", "dtype", "time_s", "flops_per_s", "spread")
 
 
@@ -86,6 +86,7 @@ class Profile:
     gemm: tuple[dict, ...]
     collectives: tuple[Collective, ...]
     memory: tuple[dict, ...] = ()
+    attention: tuple[dict, ...] = ()     # fused attention rows (GPU calibrations)
 
     def collective_time_s(self, op: str, ranks: int, size_bytes: float, *,
                           backend: str | None = None) -> float | None:
@@ -153,9 +154,12 @@ def load_profile(path, *, file_key: str | None = None) -> Profile:
     device = _device(_table(raw.get("device", {}), path, "device"), path)
     gemm = tuple(_gemm(row, path, f"gemm[{i}]") for i, row in enumerate(_rows(raw, "gemm", path)))
     memory = tuple(_table(r, path, f"memory[{i}]") for i, r in enumerate(_rows(raw, "memory", path)))
+    attention = tuple(_table(r, path, f"attention[{i}]")
+                      for i, r in enumerate(_rows(raw, "attention", path)))
     colls = tuple(_collective(row, path, f"collective[{i}]")
                   for i, row in enumerate(_rows(raw, "collective", path)))
-    return Profile(path=path, meta=meta, device=device, gemm=gemm, collectives=colls, memory=memory)
+    return Profile(path=path, meta=meta, device=device, gemm=gemm, collectives=colls, memory=memory,
+                   attention=attention)
 
 
 def _table(value, path, key) -> dict:

@@ -28,7 +28,7 @@ KiB = 1024
 SIZES = {"full": tuple(KiB * 4**e for e in range(9)),                   # 1 KiB .. 64 MiB
          "quick": (KiB, 16 * KiB, 256 * KiB, 4 * KiB**2, 16 * KiB**2),
          "tiny": (KiB, 16 * KiB, 256 * KiB)}
-REPEATS = {"full": 15, "quick": 5, "tiny": 3}
+REPEATS = {"full": 40, "quick": 5, "tiny": 3}   # full: ~100 s on 2 cores
 TARGET_S = {"full": 0.02, "quick": 0.01, "tiny": 0.002}    # least seconds per comm sample
 COMPUTE_REPEATS = {"full": 7, "quick": 3, "tiny": 2}
 
@@ -199,8 +199,11 @@ def build_profile(meta, comp, comp_info, rows, loads, warnings, *, cuda, torch) 
     if comp.get("corun"):
         meta["corun"] = comp["corun"]
     device = {"base": "gpu" if cuda else "cpu", **device_facts(torch, cuda), **comp["device"]}
-    return {"meta": meta, "device": device, "gemm": comp["gemm"], "memory": comp["memory"],
-            "collective": collectives}
+    out = {"meta": meta, "device": device, "gemm": comp["gemm"], "memory": comp["memory"],
+           "collective": collectives}
+    if comp.get("attention"):
+        out["attention"] = comp["attention"]
+    return out
 
 
 def device_facts(torch, cuda: bool) -> dict:
