@@ -168,6 +168,7 @@ def test_calibrate_end_to_end_with_two_gloo_processes(tmp_path):
     assert prof.device["mem_bw_Bps"] > 1e8 and 0 < prof.device["launch_s"] < 1e-3
     assert {(c.op, c.ranks) for c in prof.collectives} == {
         (op, 2) for op in ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "send_recv")}
+    assert "comm_drift_max_large" in prof.meta["noise"]
     for c in prof.collectives:
         assert list(c.size_bytes) == list(session.SIZES["tiny"])
         assert all(1e-6 < t < 1.0 for t in c.time_s)       # loopback gloo: µs .. ms
@@ -236,6 +237,13 @@ def test_launcher_is_recognised_from_the_environment(monkeypatch):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "16")
     assert distributed.under_launcher() == "torchrun"
+
+
+def test_drift_compares_the_two_halves_of_a_run():
+    from parsim.calibrate.comm import _drift
+    assert _drift([1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0]) == pytest.approx(1 / 1.5)
+    assert _drift([1.0, 1.0, 1.0]) == 0.0                     # too few rounds to split
+    assert session._large_drift([{"size_bytes": [1024, 8 * 2**20], "drift": [0.9, 0.12]}]) == 0.12
 
 
 def test_blas_threads_switches_and_restores():

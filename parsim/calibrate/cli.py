@@ -67,6 +67,12 @@ def summary(profile: dict, path: str) -> str:
                      f"alpha {row['alpha_s'] * 1e6:8.1f} us, bw {row['bw_Bps'] / 1e9:6.2f} GB/s, "
                      f"fit max rel err {row['fit_rel_err']:.0%}, "
                      f"largest {row['size_bytes'][-1] / 2**20:.0f} MiB in {row['time_s'][-1] * 1e3:.1f} ms")
+    noise = profile["meta"].get("noise", {})
+    if profile["collective"]:
+        lines.append(f"  noise: spread (p90 - p10)/median up to {noise.get('comm_spread_max', 0):.0%}; "
+                     f"messages >= 4 MiB drifted up to {noise.get('comm_drift_max_large', 0):.0%} "
+                     "between the first and second half of the run (expect two runs to differ "
+                     "that much)")
     if "comm_skipped" in profile["meta"]:
         lines.append(f"  communication skipped: {profile['meta']['comm_skipped']}")
     return "\n".join(lines)

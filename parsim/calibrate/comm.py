@@ -12,7 +12,9 @@ it keeps the ``repeats`` least disturbed rounds.
 Sizes follow nccl-tests: S is the whole buffer — the all-reduce and broadcast tensor, the
 gathered output of all-gather, the input of reduce-scatter, the message of send/recv
 (one way: a ping-pong round trip halved). Data are float32 zeros, so sums never overflow.
-``cpu_s`` is the CPU time each operation costs a rank (gloo burns it in the calling
+``drift`` compares the first and the second half of the kept rounds (the machine changing
+under the run: on a shared VM large messages move 10-40 % over minutes, so two runs cannot
+agree better than that). ``cpu_s`` is the CPU time each operation costs a rank (gloo burns it in the calling
 process and its threads; it competes with compute).
 
 Run as ``python -m parsim.calibrate.comm PLAN.json RESULT.json`` by :mod:`.launch`, with
@@ -286,12 +288,23 @@ def _measure_group(comm, group, g: int, plan: CommPlan, local_pids, tick) -> lis
             "size_bytes": [int(ops[i][1]) for i in idx],
             "time_s": [float(np.median(slowest[:, i])) for i in idx],
             "spread": [noise.spread(slowest[:, i]) for i in idx],
+            "drift": [_drift(slowest[:, i]) for i in idx],
             "cpu_s": [float(cpu[i]) for i in idx],
             "samples": plan.repeats, "discarded_rounds": discarded,
             "kept_contaminated_rounds": int(kept_dirty),
             "foreign_cores_max": max((c for c in foreign if c is not None), default=0.0),
         })
     return rows
+
+
+def _drift(samples) -> float:
+    """|median of the first half of the rounds - median of the second half| / median: how
+    far the machine moved during the measurement (rounds run in time order)."""
+    samples = np.asarray(samples, dtype=float)
+    half = len(samples) // 2
+    if half < 2:
+        return 0.0
+    return float(abs(np.median(samples[:half]) - np.median(samples[half:])) / np.median(samples))
 
 
 def _world(comm):

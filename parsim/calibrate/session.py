@@ -170,6 +170,16 @@ def fit_row(row: dict) -> dict:
     return row
 
 
+LARGE_BYTES = 4 * 2**20
+
+
+def _large_drift(collectives) -> float:
+    """Largest first-half / second-half drift over the points of >= 4 MiB (the
+    bandwidth-bound ones): what to expect between two runs on this machine."""
+    return max((d for r in collectives for s, d in zip(r["size_bytes"], r.get("drift", []))
+                if s >= LARGE_BYTES), default=0.0)
+
+
 def build_profile(meta, comp, comp_info, rows, loads, warnings, *, cuda, torch) -> dict:
     """Assemble the profile dict: meta (with noise summary), device, gemm, memory, collective."""
     collectives = [fit_row(r) for r in rows]
@@ -182,6 +192,7 @@ def build_profile(meta, comp, comp_info, rows, loads, warnings, *, cuda, torch) 
         "gemm_spread_max": float(np.max(gemm_spreads)),
         "comm_spread_median": float(np.median(comm_spreads)) if comm_spreads else 0.0,
         "comm_spread_max": float(np.max(comm_spreads)) if comm_spreads else 0.0,
+        "comm_drift_max_large": _large_drift(collectives),
         "reference_ratio_after_before": ref_ratio,
         "compute_discarded_rounds": comp_info["discarded_rounds"],
         "comm_discarded_rounds": sum(r.get("discarded_rounds", 0) for r in rows),

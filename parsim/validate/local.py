@@ -82,6 +82,8 @@ class Row:
     phases: dict = field(default_factory=dict)
     speed_factor: float = 1.0
     predicted_profile_s: float = math.nan
+    runs: int = 1
+    disturbed: bool = False
 
     def to_json(self) -> dict:
         return {"name": self.name, "kind": self.kind, "processes": self.processes,
@@ -89,7 +91,8 @@ class Row:
                 "error_pct": self.error_pct, "spread_pct": self.spread_pct,
                 "predicted_quiet_s": self.predicted_quiet_s, "foreign_cores": self.foreign_cores,
                 "speed_factor": self.speed_factor,
-                "predicted_profile_s": self.predicted_profile_s,
+                "predicted_profile_s": self.predicted_profile_s, "runs": self.runs,
+                "disturbed": self.disturbed,
                 "parts": self.parts, "phases_measured": self.phases, "samples_s": self.samples_s}
 
 
@@ -120,6 +123,10 @@ class LocalReport:
         if load > 0.5 * self.cores:
             out.append(f"load average {load:.2f} on {self.cores} cores: other processes compete "
                        "with the jobs; measured times (and spreads) are inflated")
+        hit = [r.name for r in self.rows if r.disturbed]
+        if hit:
+            out.append(f"disturbed in every run (other programs' CPU use or a machine-speed "
+                       f"change across the run): {', '.join(hit)}; their errors include it")
         if self.dropped_gemm:
             out.append("profile GEMM rows ignored as disturbed (>10x below their dtype's median): "
                        + ", ".join(self.dropped_gemm))
@@ -168,21 +175,23 @@ def speed_factor(profile, probe: dict | None) -> tuple[float, float]:
     return math.exp(float(np.mean(logs))), abs(math.exp(float(np.mean(moves))) - 1.0)
 
 
-def measure_row(job: Job, profile, *, timeout_s: float = 300.0, attempts: int = 2) -> Row:
+def measure_row(job: Job, profile, *, timeout_s: float = 300.0, attempts: int = 2,
+                extra_attempts: int = 2) -> Row:
     """Run ``job`` for real, predict it, and compare.
 
-    The job runs ``attempts`` times; like the calibration, which keeps its least disturbed
-    rounds, the run kept is the least disturbed: first by the cores other programs held
-    (above ``FOREIGN_CORES_MAX`` counts as disturbed; /proc accounting over the measured
-    steps) and by how far the machine's speed moved across the run (the probe before and
-    after it, above ``PROBE_DRIFT_MAX``), then by the lowest median. The prediction is for
-    the machine as that run found it: its foreign cores enter
-    :func:`~parsim.validate.local_model.contention` (``predicted_quiet_s``: the same model on
-    an idle machine) and its speed against the profile's scales the step
-    (:func:`speed_factor`; ``predicted_profile_s`` unscaled)."""
+    The job runs ``attempts`` times, and up to ``extra_attempts`` more while every run so far
+    was disturbed: other programs held more than ``FOREIGN_CORES_MAX`` cores (/proc
+    accounting over the measured steps) or the machine's speed moved more than
+    ``PROBE_DRIFT_MAX`` across the run (the probe before and after it). Like the
+    calibration, which keeps its least disturbed rounds, the run kept is an undisturbed one
+    if any, then the one with the lowest median. The prediction is for the machine as that
+    run found it: its foreign cores enter :func:`~parsim.validate.local_model.contention`
+    (``predicted_quiet_s``: the same model on an idle machine) and its speed against the
+    profile's scales the step (:func:`speed_factor`; ``predicted_profile_s`` unscaled)."""
     quiet, _ = predict(job, profile)
-    best, best_key = None, None
-    for _ in range(max(1, attempts)):
+    best, best_key, tries = None, None, 0
+    while tries < max(1, attempts) or (best_key[0] and tries < max(1, attempts) + extra_attempts):
+        tries += 1
         result = launch(job, timeout_s=timeout_s)
         result["foreign_cores"] = float(result.get("foreign_cores") or 0.0)
         _, drift = speed_factor(profile, result.get("probe"))
@@ -201,15 +210,17 @@ def measure_row(job: Job, profile, *, timeout_s: float = 300.0, attempts: int = 
     phases = {k: float(np.median([p[k] for p in kept])) for k in (kept[0] if kept else {})}
     return Row(job.name, job.kind, job.world, med, predicted, 100.0 * (predicted - med) / med,
                100.0 * float(p90 - p10) / med, quiet * factor, foreign, parts,
-               [float(s) for s in samples], phases, factor, raw)
+               [float(s) for s in samples], phases, factor, raw, tries, best_key[0])
 
 
 def validate_local(profile_path: str | None = None, *, quick: bool = False, jobs=None,
                    progress=None, timeout_s: float = 300.0,
                    attempts: int | None = None) -> LocalReport:
     """Run every job (default :func:`default_jobs`) and return the report; ``attempts``
-    runs per job, the least disturbed kept (default 2, 1 with ``quick``)."""
+    runs per job, the least disturbed kept (default 2, 1 with ``quick``), and up to 2 more
+    while all were disturbed (none with ``quick``)."""
     attempts = attempts or (1 if quick else 2)
+    extra = 0 if quick else 2
     from ..calibrate.profile import load_profile
     path = profile_path or DEFAULT_PROFILE
     profile, dropped = robust_profile(load_profile(path, file_key="--profile"))
@@ -219,7 +230,8 @@ def validate_local(profile_path: str | None = None, *, quick: bool = False, jobs
     for job in jobs if jobs is not None else default_jobs(quick):
         if progress:
             progress(job)
-        report.rows.append(measure_row(job, profile, timeout_s=timeout_s, attempts=attempts))
+        report.rows.append(measure_row(job, profile, timeout_s=timeout_s, attempts=attempts,
+                                       extra_attempts=extra))
     report.loadavg_after = _loadavg()
     return report
 
