@@ -63,7 +63,6 @@ An *explicit* file lists nodes and links; devices take ranks in file order::
 """
 from __future__ import annotations
 
-import heapq
 import math
 import tomllib
 from collections import Counter, defaultdict
@@ -71,6 +70,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import networkx as nx
+import numpy as np
 
 from .errors import ParsimError, ScenarioError, did_you_mean, one_of
 from .topologies_builtin import KINDS, REQUIRED, BadValue, Router
@@ -135,11 +135,16 @@ class Cluster:
         return min((adj[u][v]["bw_Bps"] / n for (u, v), n in count.items()), default=math.inf)
 
     def fair_rates_Bps(self, pairs) -> list[float]:
-        """Max-min fair rate of every flow (progressive filling), in the order given."""
+        """Max-min fair rate of every flow (progressive filling, :mod:`parsim.maxmin`), in
+        the order given; ``math.inf`` for a flow that crosses no edge."""
+        from .maxmin import max_min_rates
         adj = self.graph.adj
         routes = [self.route(s, d) for s, d in pairs]
-        cap = {e: adj[e[0]][e[1]]["bw_Bps"] for r in routes for e in r}
-        return max_min_rates(routes, cap)
+        index = {}
+        edge_of = [index.setdefault(e, len(index)) for r in routes for e in r]
+        flow_of = [i for i, r in enumerate(routes) for _ in r]
+        cap = [adj[u][v]["bw_Bps"] for u, v in index]
+        return max_min_rates(flow_of, edge_of, np.ones(len(edge_of)), cap, len(routes)).tolist()
 
     def host_of(self, rank: int) -> int:
         """Server (machine) index holding device ``rank``."""
@@ -167,44 +172,6 @@ class Cluster:
         while path[-1] != src:
             path.append(pred[path[-1]])
         return tuple(reversed(path))
-
-
-def max_min_rates(routes, capacity: dict) -> list[float]:
-    """Max-min fair rates by progressive filling (Bertsekas & Gallager 1992, sec. 6.5.2).
-
-    All unfrozen flows rise together; edge e saturates at level
-    t_e = (B_e - frozen rate on e) / (unfrozen flows on e). The lowest t_e freezes its
-    flows at t_e; t_e only grows as flows freeze, so a lazy heap finds the next edge:
-    O(L log L) for L the total route length. A flow with no edges gets ``math.inf``.
-
-    >>> max_min_rates([(("a", "b"),), (("a", "b"), ("b", "c")), (("b", "c"),)],
-    ...               {("a", "b"): 10.0, ("b", "c"): 4.0})
-    [8.0, 2.0, 2.0]
-    """
-    rates = [math.inf] * len(routes)
-    flows_on = defaultdict(list)
-    for i, r in enumerate(routes):
-        for e in r:
-            flows_on[e].append(i)
-    left = {e: capacity[e] for e in flows_on}
-    active = {e: len(f) for e, f in flows_on.items()}
-    heap = [(left[e] / active[e], e) for e in flows_on]
-    heapq.heapify(heap)
-    frozen = [False] * len(routes)
-    while heap:
-        level, e = heapq.heappop(heap)
-        if active[e] == 0 or level != left[e] / active[e]:
-            continue  # stale entry; a newer one is in the heap
-        for i in flows_on[e]:
-            if frozen[i]:
-                continue
-            frozen[i], rates[i] = True, level
-            for f in routes[i]:
-                left[f] -= level
-                active[f] -= 1
-                if active[f] and f != e:
-                    heapq.heappush(heap, (left[f] / active[f], f))
-    return rates
 
 
 # ----------------------------------------------------------------------------- loading

@@ -7,7 +7,7 @@ import networkx as nx
 import pytest
 
 from parsim.errors import ScenarioError
-from parsim.topology import (TOPOLOGY_DIR, Cluster, build_cluster, draw, max_min_rates,
+from parsim.topology import (TOPOLOGY_DIR, Cluster, build_cluster, draw,
                              summarize)
 
 LINK = {"link_bandwidth": "100 GB/s", "link_latency": "5 us"}
@@ -176,9 +176,10 @@ def test_fair_rates_are_max_min_fair_and_agree_with_the_slowest_flow():
 
 
 def test_max_min_rates_handles_empty_and_infinite():
-    assert max_min_rates([(), (("a", "b"),)], {("a", "b"): 3.0}) == [math.inf, 3.0]
-    assert max_min_rates([], {}) == []
     c = build_cluster(SMALL["ring"])
+    assert c.fair_rates_Bps([]) == []
+    a = c.devices[0]
+    assert c.fair_rates_Bps([(a, a)]) == [math.inf]          # no edge crossed
     assert c.concurrent_rate_Bps([]) == math.inf
     assert c.concurrent_rate_Bps([("g1", "g1")]) == math.inf
     assert c.latency_s("g1", "g1") == 0 and c.bottleneck_Bps("g1", "g1") == math.inf
