@@ -1,4 +1,4 @@
-"""Device presets and calibrated overrides: the figures every cost formula reads.
+"""Devices and calibrated overrides: the figures every cost formula reads.
 
 A :class:`Device` holds one accelerator's figures in SI units (FLOP/s, bytes,
 bytes/s, seconds) and, for every figure, where it comes from (``sources``).
@@ -45,8 +45,9 @@ kind
     "gpu" or "cpu". A CPU has no waves of thread blocks: the GEMM model drops
     quantization for it (and for any device with ``sm_count == 0``).
 
-Memory capacities: vendors print HBM capacity as "80GB"; DRAM capacity is binary,
-so these presets store 80 GiB (nvidia-smi shows 81920 MiB on an A100 80GB).
+The presets (:mod:`parsim.device_presets`) cite every figure. Memory capacities: vendors
+print HBM capacity as "80GB"; DRAM capacity is binary, so the presets store 80 GiB
+(nvidia-smi shows 81920 MiB on an A100 80GB).
 """
 from __future__ import annotations
 

@@ -228,12 +228,11 @@ def test_calibrate_under_mpiexec(tmp_path):
 
 def test_launcher_is_recognised_from_the_environment(monkeypatch):
     from parsim.calibrate import distributed
-    for var in ("RANK", "WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"):
+    for var in ("RANK", "WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"):
         monkeypatch.delenv(var, raising=False)
     assert distributed.under_launcher() is None
-    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "16")
-    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "8")
-    assert distributed.under_launcher() == "mpi" and distributed.mpi_world() == (16, 8)
+    monkeypatch.setenv("PMI_SIZE", "16")
+    assert distributed.under_launcher() == "mpi" and distributed.mpi_world() == 16
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "16")
     assert distributed.under_launcher() == "torchrun"

@@ -164,6 +164,17 @@ def _cycling_matmul(As, Bs, Cs):
     return call
 
 
+def cold_gemm_call(a, b, c, l2: int):
+    """(call, copies): c = a @ b with operands out of the core's private cache (as a training
+    step's GEMMs find their inputs, written by other ops since), still within the shared
+    one: the call cycles through ``copies`` copies of (a, b, c) spanning 4x the L2. The
+    one-thread GEMM table and the validation's machine-speed probe both time it."""
+    copies = int(min(COLD_COPIES_MAX, max(2, math.ceil(4 * l2 / (a.nbytes + b.nbytes + c.nbytes)))))
+    return _cycling_matmul([a] + [a.copy() for _ in range(copies - 1)],
+                           [b] + [b.copy() for _ in range(copies - 1)],
+                           [c] + [np.empty_like(c) for _ in range(copies - 1)]), copies
+
+
 def cpu_benches(grid: str, *, single_thread: bool = True) -> list[Bench]:
     """numpy benchmarks for the shape grid ``grid`` ("full", "quick" or "tiny"); with
     ``single_thread`` (and a reachable OpenBLAS) also the one-thread GEMMs."""
@@ -184,15 +195,7 @@ def cpu_benches(grid: str, *, single_thread: bool = True) -> list[Bench]:
                 if threads is not None:
                     info["threads"] = threads
                 if threads == 1:
-                    # operands out of the core's private cache (as a training step's GEMMs find
-                    # their inputs, written by other ops since), still within the shared one:
-                    # cycle through copies of (a, b, c) spanning 4x the L2
-                    copies = int(min(COLD_COPIES_MAX, max(2, math.ceil(
-                        4 * l2 / (a.nbytes + b.nbytes + c.nbytes)))))
-                    info["cold_copies"] = copies
-                    call = _cycling_matmul([a] + [a.copy() for _ in range(copies - 1)],
-                                           [b] + [b.copy() for _ in range(copies - 1)],
-                                           [c] + [np.empty_like(c) for _ in range(copies - 1)])
+                    call, info["cold_copies"] = cold_gemm_call(a, b, c, l2)
                 else:
                     call = (lambda a=a, b=b, c=c: np.matmul(a, b, out=c))
                 benches.append(Bench(f"gemm {dtype} {m}x{n}x{k} t{threads}", "gemm",
@@ -332,7 +335,8 @@ def keep_rounds(foreign: list, repeats: int) -> list[int]:
 
 def summarize(benches: list[Bench]) -> dict:
     """GEMM rows, memory rows, attention rows, launch cost and the [device] overrides they
-    imply (``attn_eff``: the best attention rate over the measured 16-bit GEMM peak)."""
+    imply (``attn_eff``: the median forward-attention rate over the shapes, as a fraction of
+    the measured bf16 GEMM peak)."""
     gemm, mem, attn = [], [], []
     launch_s = None
     for bench in benches:
@@ -357,7 +361,11 @@ def summarize(benches: list[Bench]) -> dict:
                                                       if r["op"] in ("copy", "add")),
               "launch_s": launch_s, "gemm_eff": 1.0, "mem_eff": 1.0}
     if attn and peak.get("bf16"):
-        device["attn_eff"] = min(1.0, max(r["flops_per_s"] for r in attn) / peak["bf16"])
+        # forward kernels over the shapes' median; torch's flash backend is FlashAttention-2
+        # (PyTorch 2.2 release notes), so the figure is also the "fa2" kernel's
+        eff = min(1.0, float(np.median([r["flops_per_s"] for r in attn])) / peak["bf16"])
+        device["attn_eff"] = eff
+        device["attn_kernels"] = {"fa2": eff}
     return {"gemm": gemm, "memory": mem, "attention": attn, "device": device}
 
 

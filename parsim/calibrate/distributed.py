@@ -10,11 +10,12 @@ the larger ones cross nodes. Rank 0 then measures its own device's compute.
 
 ``mpiexec -n N [--hostfile H] python -m parsim.calibrate --backend mpi -o cluster.toml`` does
 the same over mpi4py: the launcher is recognised by the rank variables Open MPI
-(``OMPI_COMM_WORLD_*``), MPICH / Intel MPI (``PMI_*``) and Slurm's PMI set.
+(``OMPI_COMM_WORLD_SIZE``) and PMI (``PMI_SIZE``: MPICH, Intel MPI, Slurm) set.
 """
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from . import noise
@@ -23,17 +24,15 @@ from .progress import Progress
 from .toml_write import write_atomic
 
 
-# (world size, local world size) variables of MPI launchers
-_MPI_VARS = (("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE"), ("PMI_SIZE", "MPI_LOCALNRANKS"),
-             ("PMIX_SIZE", "PMIX_LOCAL_SIZE"))
+# world-size variables of MPI launchers: Open MPI, and PMI (MPICH Hydra, Intel MPI, Slurm)
+_MPI_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
 
 
-def mpi_world() -> tuple[int, int] | None:
-    """(world size, ranks on this node) when an MPI launcher started this process with peers."""
-    for world, local in _MPI_VARS:
-        if int(os.environ.get(world, "1")) > 1:
-            n = int(os.environ[world])
-            return n, int(os.environ.get(local, n))
+def mpi_world() -> int | None:
+    """World size when an MPI launcher started this process with peers, else None."""
+    for var in _MPI_SIZE_VARS:
+        if int(os.environ.get(var, "1")) > 1:
+            return int(os.environ[var])
     return None
 
 
@@ -67,9 +66,16 @@ def calibrate_distributed(opts) -> int:
     except ImportError:
         torch = None
     cuda = torch is not None and torch.cuda.is_available()
-    if launcher == "mpi" or opts.backend == "mpi":
+    if launcher == "torchrun" and opts.backend == "mpi":
+        raise SystemExit("parsim calibrate: --backend mpi needs an MPI launcher (mpiexec), "
+                         "not torchrun; under torchrun use gloo or nccl")
+    if launcher == "mpi":
+        if opts.backend in ("gloo", "nccl"):
+            print(f"parsim calibrate: warning: started by mpiexec: measuring through MPI, "
+                  f"not --backend {opts.backend}", file=sys.stderr, flush=True)
         backend, comm = "mpi", MpiComm()
-        local_world = (mpi_world() or (comm.size, comm.size))[1]
+        # ranks sharing this node's memory: the node-local group size
+        local_world = comm.world.Split_type(comm.MPI.COMM_TYPE_SHARED).Get_size()
     else:
         backend = "nccl" if cuda and opts.backend in ("auto", "nccl") else "gloo"
         comm = TorchComm(backend)

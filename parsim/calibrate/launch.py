@@ -100,8 +100,9 @@ def run_local(plan: CommPlan, world: int, *, progress=None, timeout_s: float = 9
             mpiexec = shutil.which("mpiexec") or shutil.which("mpirun")
             if mpiexec is None:
                 raise CommFailed("backend mpi: no mpiexec or mpirun on PATH")
-            env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore::FutureWarning",
-                       **mpi_local_env())
+            # Open MPI's switches first: a user's own settings of them win
+            env = dict(mpi_local_env(), **os.environ)
+            env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore::FutureWarning")
             commands = [([mpiexec, "-n", str(world)] + module, env)]
         else:
             env = gloo_env(world)

@@ -27,7 +27,8 @@ from .. import units
 
 DEVICE_FIELDS = {"name": str, "base": str, "peak_flops": "flops", "mem_bytes": "bytes",
                  "mem_bw_Bps": "bandwidth", "sm_count": int, "gemm_eff": float, "mem_eff": float,
-                 "launch_s": "time", "attn_eff": float, "sources": dict}
+                 "launch_s": "time", "attn_eff": float, "attn_kernels": dict,
+                 "sources": dict}
 DTYPES = ("fp64", "fp32", "tf32", "fp16", "bf16", "fp8")
 _DTYPE_ALIASES = {"float64": "fp64", "float32": "fp32", "float16": "fp16", "bfloat16": "bf16",
                   "half": "fp16", "float": "fp32", "double": "fp64"}

@@ -314,7 +314,7 @@ def transformer_layer_times(device, *, micro_batch: int, seq: int, hidden: int, 
     for phase, out in (("fwd", fwd), ("bwd", bwd)):
         out["elementwise"] = _elementwise_s(device, phase, norm_rows, h, rows * ffn_hidden // t,
                                             act, DTYPE_BYTES[act_dtype])
-        if unpadded:
+        if unpadded and _uses_flash(device, act_dtype, flash):   # packing feeds a flash kernel
             out["elementwise"] += memory_time_s(device, _unpad_bytes(
                 phase, rows, a // t * d, kv_per_rank * d, DTYPE_BYTES[act_dtype]))
     gemm_flops = sum(2.0 * m * n * k for shapes in gemms.values() for m, n, k in shapes)

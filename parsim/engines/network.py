@@ -41,7 +41,7 @@ import networkx as nx
 import numpy as np
 import simpy
 
-from ..maxmin import max_min_rates  # noqa: F401  (the solver; re-exported for callers)
+from ..maxmin import max_min_rates
 
 
 class PathSet:

@@ -61,6 +61,15 @@ class StepCosts:
     weight_bytes: int = 2               # bytes per weight on the wire (ZeRO gathers)
 
 
+# Cross-entropy over the (vocab-parallel) logits, in fp32 as Megatron-LM's
+# ``vocab_parallel_cross_entropy`` and torch autocast (log_softmax on its fp32 list) run it;
+# bytes per logit element: forward the upcast (read 2, write 4), max (4), subtract (4 + 4),
+# exp (4 + 4), sum (4), normalise (4 + 4) = 38; backward scale the saved softmax (4 + 4) and
+# cast the gradient for the output GEMM (4 + 2) = 14. At GPT-2's vocabulary this is a few
+# per cent of a small model's step, nothing for a large one.
+CE_FWD_BYTES, CE_BWD_BYTES = 38, 14
+
+
 def _compute_dtype(sc: Scenario) -> str:
     return sc.training.precision
 
@@ -83,8 +92,9 @@ def chunk_costs(sc: Scenario, device, cluster, layers: int, first: bool, last: b
     """Costs of ``layers`` transformer layers (+ embedding / logits at the ends)."""
     m, t, p = sc.model, sc.training, sc.parallel
     b, s = t.micro_batch, m.seq_len // p.cp
+    attn_device = device.with_attention_kernel(t.attention_kernel, file=sc.file)
     lt = compute.transformer_layer_times(
-        device.with_attention_kernel(t.attention_kernel, file=sc.file), micro_batch=b, seq=s, hidden=m.hidden, heads=m.heads, kv_heads=m.kv_heads,
+        attn_device, micro_batch=b, seq=s, hidden=m.hidden, heads=m.heads, kv_heads=m.kv_heads,
         ffn_hidden=m.ffn_hidden * min(m.experts_per_token, m.num_experts),
         gated_mlp=m.gated_mlp, tp=p.tp, dtype=_compute_dtype(sc),
         sequence_parallel=p.sequence_parallel, flash=t.flash_attention,
@@ -104,7 +114,9 @@ def chunk_costs(sc: Scenario, device, cluster, layers: int, first: bool, last: b
     if last:
         lg = compute.gemm_time_s(device, b * s, -(-m.vocab // p.tp), m.hidden,
                                  _logits_dtype(sc)) / device.sustained_frac
-        fwd, bwd = fwd + lg, bwd + 2 * lg
+        logits = b * s * -(-m.vocab // p.tp)
+        fwd = fwd + lg + compute.memory_time_s(device, logits * CE_FWD_BYTES)
+        bwd = bwd + 2 * lg + compute.memory_time_s(device, logits * CE_BWD_BYTES)
         flops += tfm.logits_fwd_flops(m, b, m.seq_len) / (p.tp * p.cp)
     if first:
         emb = compute.memory_time_s(device, 2 * b * s * m.hidden * ACT_BYTES)

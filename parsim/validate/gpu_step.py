@@ -14,6 +14,11 @@ HBM bandwidth, fused attention, launch cost). Attention runs through
 ``scaled_dot_product_attention``, whose flash backend is FlashAttention-2 (PyTorch 2.2 release
 notes), so the scenario says ``attention_kernel = "fa2"``.
 
+What the comparison tests: the preset's GEMM, attention and memory figures (or the profile's)
+and parsim's per-layer op list, on a single device. ``Device.sustained_frac`` (the Hopper
+clock drop measured with communication beside the GEMMs) still applies to this job without
+communication, so it is checked here too.
+
 Writes DIR/gpu_step.json (``rows``: name, measured_s, predicted_s, predicted_preset_s,
 error_pct, spread_pct, and the device and library versions) and prints a table.
 """
@@ -136,16 +141,21 @@ def predict_s(size: str, gpu: str, profile: str | None) -> float:
 
 
 def gpu_preset(torch) -> str:
-    """The device preset matching this GPU's name (H100 SXM, H200, A100 40/80 GB)."""
-    name = torch.cuda.get_device_name(0).lower()
-    mem_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
-    if "h200" in name:
+    """The device preset of this GPU: A100 SXM 40/80 GB, H100 SXM 80/96 GB, H200; other
+    cards (PCIe and NVL parts, GH200) have no preset and stop the check with a message."""
+    name = torch.cuda.get_device_name(0)
+    props = torch.cuda.get_device_properties(0)
+    low, mem_gib, sms = name.lower(), props.total_memory / 2**30, props.multi_processor_count
+    if any(tag in low for tag in ("pcie", "nvl", "gh200", "gb200")):
+        raise SystemExit(f"gpu_step: no parsim preset for {name!r} (PCIe/NVL/Grace parts differ "
+                         "in clocks and memory from the SXM presets)")
+    if "h200" in low and sms == 132:
         return "h200"
-    if "h100" in name:
+    if "h100" in low and sms == 132:
         return "h100-sxm-96gb" if mem_gib > 90 else "h100-sxm-80gb"
-    if "a100" in name:
+    if "a100" in low and sms == 108:
         return "a100-80gb" if mem_gib > 50 else "a100-40gb"
-    raise SystemExit(f"gpu_step: no parsim preset for {torch.cuda.get_device_name(0)!r}")
+    raise SystemExit(f"gpu_step: no parsim preset for {name!r} ({sms} SMs, {mem_gib:.0f} GiB)")
 
 
 def run(args) -> dict:

@@ -155,24 +155,24 @@ def speed_factor(profile, probe: dict | None) -> tuple[float, float]:
     """(factor, drift) of a run's probe (:func:`parsim.validate.local_worker.probe_rates`
     before and after the job): ``factor`` = geometric mean over the probe's shapes of the
     profile's one-thread rate / the rate measured (> 1: the machine ran slower than when it
-    was calibrated), ``drift`` = |after / before - 1| of the same mean (how much the speed
-    moved while the job ran). (1, 0) without a probe or a single-thread table."""
+    was calibrated; 1 when the profile has no one-thread table), ``drift`` = |after / before
+    - 1| of the geometric mean (how much the speed moved while the job ran; 0 without a
+    probe)."""
     if not probe or not probe.get("before") or not probe.get("after"):
         return 1.0, 0.0
-    logs, moves = [], []
-    for shape, before in probe["before"].items():
-        after = probe["after"].get(shape)
-        if not after:
-            continue
-        m, n, k = (int(v) for v in shape.split("x"))
-        ref = profile.gemm_flops_per_s(m, n, k, "fp32", threads=1)
-        if ref is None:
-            return 1.0, 0.0
-        logs.append(math.log(ref) - 0.5 * (math.log(before) + math.log(after)))
-        moves.append(math.log(after) - math.log(before))
-    if not logs:
+    shapes = [s for s in probe["before"] if probe["after"].get(s)]
+    if not shapes:
         return 1.0, 0.0
-    return math.exp(float(np.mean(logs))), abs(math.exp(float(np.mean(moves))) - 1.0)
+    now = {s: 0.5 * (math.log(probe["before"][s]) + math.log(probe["after"][s])) for s in shapes}
+    moved = float(np.mean([math.log(probe["after"][s] / probe["before"][s]) for s in shapes]))
+    drift = abs(math.exp(moved) - 1.0)
+    refs = {}
+    for s in shapes:
+        m, n, k = (int(v) for v in s.split("x"))
+        refs[s] = profile.gemm_flops_per_s(m, n, k, "fp32", threads=1)
+    if any(r is None for r in refs.values()):
+        return 1.0, drift
+    return math.exp(float(np.mean([math.log(refs[s]) - now[s] for s in shapes]))), drift
 
 
 def measure_row(job: Job, profile, *, timeout_s: float = 300.0, attempts: int = 2,

@@ -227,17 +227,21 @@ PROBE_MIN_S = 0.03
 
 def probe_rates(np) -> dict:
     """{"m x n x k": FLOP/s} of one-thread fp32 GEMMs, each the median of >= 5 calls over
-    >= ``PROBE_MIN_S`` seconds (inputs warm in cache, as in the calibration's table)."""
+    >= ``PROBE_MIN_S`` seconds, timed as the calibration's one-thread table is (operands
+    cycling out of the private cache: :func:`parsim.calibrate.compute.cold_gemm_call`)."""
+    from ..calibrate.compute import cache_bytes, cold_gemm_call
     out = {}
     rng = np.random.default_rng(1)
+    l2 = cache_bytes(2)
     for m, n, k in PROBE_SHAPES:
         a = rng.random((m, k), dtype=np.float32)
         b = rng.random((k, n), dtype=np.float32)
-        a @ b
+        call, _ = cold_gemm_call(a, b, np.empty((m, n), np.float32), l2)
+        call()
         times, start = [], time.perf_counter()
         while len(times) < 5 or time.perf_counter() - start < PROBE_MIN_S:
             t = time.perf_counter()
-            a @ b
+            call()
             times.append(time.perf_counter() - t)
         out[f"{m}x{n}x{k}"] = 2.0 * m * n * k / float(np.median(times))
     return out

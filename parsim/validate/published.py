@@ -240,11 +240,12 @@ def _links(row) -> str:
 
 
 def omnipath_cluster(row) -> dict | None:
-    """Cluster and layout overrides where the links note names Omni-Path (the BLOOM rows):
-    every GPU's network link carries ``OPA_RING_CROSSING_Bps``, a measured (achieved) rate,
-    and collectives run as NCCL's flat rings, since with two
-    channels NCCL does not spread a ring's traffic over all of a node's ports (which is what
-    parsim's hierarchical all-reduce models). None for other rows."""
+    """Cluster overrides where the links note names Omni-Path (the BLOOM rows), else None:
+    every GPU's network link carries ``OPA_RING_CROSSING_Bps``, a measured (achieved) rate.
+    The caller also sets ``parallel.algorithm = "ring"``: with two channels NCCL does not
+    spread a ring's traffic over all of a node's ports, which is what parsim's hierarchical
+    all-reduce models. Assumption (not measured): the 8 data-parallel rings a node runs at
+    once each get that rate, 325 of the node's 400 Gb/s of ports together."""
     if "omni-path" not in _links(row):
         return None
     return {"nic_bandwidth": f"{OPA_RING_CROSSING_Bps / 1e9:.4f} GB/s", "nic_efficiency": 1.0}
