@@ -238,6 +238,18 @@ def test_launcher_is_recognised_from_the_environment(monkeypatch):
     assert distributed.under_launcher() == "torchrun"
 
 
+def test_rounds_are_added_until_they_span_min_s():
+    pytest.importorskip("torch")
+    from parsim.calibrate.comm import CommPlan
+    from parsim.calibrate.launch import run_local
+    plan = CommPlan(ops=("all_reduce",), sizes=(1024,), group_sizes=(2,), repeats=3,
+                    target_s=0.001, min_s=1.0)
+    rows = run_local(plan, 2, timeout_s=120)["rows"]
+    # one round of one 1 KiB all-reduce sample lasts ~2-5 ms: far more than 3 rounds fill 1 s
+    assert rows[0]["samples"] > 3 * 3
+    assert len(rows[0]["drift"]) == 1
+
+
 def test_drift_compares_the_two_halves_of_a_run():
     from parsim.calibrate.comm import _drift
     assert _drift([1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0]) == pytest.approx(1 / 1.5)

@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("auto", "gloo", "nccl", "mpi"), default="auto",
                         help="gloo/nccl through torch.distributed, or mpi4py (default: auto)")
     parser.add_argument("--repeats", type=int, default=None, metavar="N",
-                        help="kept samples per communication point (default 40, --quick 5)")
+                        help="least kept samples per communication point (default 15, --quick 5; "
+                             "a full run adds rounds until they span 3 minutes)")
 
 
 def options_from_args(args):

@@ -49,6 +49,7 @@ class CommPlan:
     repeats: int
     backend: str = "gloo"          # "gloo", "nccl" or "mpi"
     target_s: float = 0.005        # a sample lasts at least this long (inner repeats)
+    min_s: float = 0.0             # the rounds of all groups together span at least this long
     seed: int = 0
 
     @classmethod
@@ -207,10 +208,10 @@ def run_benchmark(comm, plan: CommPlan, progress=None) -> list[dict] | None:
     items_per_group = {g: len(_items(plan, g)) for g in sizes}
     total = plan.repeats * sum(items_per_group.values())
 
-    def tick(n=1):
+    def tick(n=1.0):
         done[0] += n
         if progress and comm.rank == 0:
-            progress(done[0], total)
+            progress(min(total, int(round(done[0]))), total)
 
     for g in sizes:
         group = comm.new_group(list(range(g)))
@@ -244,7 +245,11 @@ def _measure_group(comm, group, g: int, plan: CommPlan, local_pids, tick) -> lis
     rng = np.random.default_rng(plan.seed + g)
     monitor = noise.CpuMonitor(local_pids)
     kept_t, kept_cpu, foreign = [], [], []
-    more = True
+    # rounds to run: ``repeats``, or as many as fill this group's share of ``min_s`` (the
+    # host drifts over minutes; rounds spread over a longer span average it out)
+    target = plan.repeats
+    group_min_s = plan.min_s / max(1, len(plan.group_sizes))
+    more, t_start = True, time.perf_counter()
     while more:
         if comm.rank == 0:
             monitor.start()
@@ -261,17 +266,22 @@ def _measure_group(comm, group, g: int, plan: CommPlan, local_pids, tick) -> lis
             cpu_round[i] = (time.process_time() - c0) / inner[i] * factor
         kept_t.append(t_round)
         kept_cpu.append(cpu_round)
+        if len(kept_t) == 1 and group_min_s > 0:           # rank 0's first round sets the count
+            round_s = comm.max_float(time.perf_counter() - t_start, grp)
+            target = int(min(MAX_ROUNDS_FACTOR * plan.repeats,
+                             max(plan.repeats, math.ceil(group_min_s / max(round_s, 1e-6)))))
         if comm.rank == 0:
             foreign.append(monitor.stop())
             clean = sum(c is None or c <= noise.FOREIGN_CORES_MAX for c in foreign)
-            more = clean < plan.repeats and len(kept_t) < 2 * plan.repeats
+            more = clean < target and len(kept_t) < 2 * target
         more = comm.bcast_flag(more, grp)
-        if len(kept_t) <= plan.repeats:
-            tick(len(items))
+        if len(kept_t) <= target:
+            tick(len(items) * plan.repeats / target)
     n_rounds = len(kept_t)
     all_t = comm.gather(np.concatenate(kept_t), grp, g).reshape(g, n_rounds, len(items))
     all_cpu = comm.gather(np.concatenate(kept_cpu), grp, g).reshape(g, n_rounds, len(items))
-    keep = keep_rounds(foreign, plan.repeats) if comm.rank == 0 else list(range(plan.repeats))
+    # only rank 0's rows are used; the others keep every round
+    keep = _kept(foreign, plan.repeats) if comm.rank == 0 else list(range(n_rounds))
     all_t, all_cpu = all_t[:, keep], all_cpu[:, keep]
     discarded = n_rounds - len(keep)
     kept_dirty = sum(1 for r in keep if comm.rank == 0 and foreign[r] is not None
@@ -290,11 +300,21 @@ def _measure_group(comm, group, g: int, plan: CommPlan, local_pids, tick) -> lis
             "spread": [noise.spread(slowest[:, i]) for i in idx],
             "drift": [_drift(slowest[:, i]) for i in idx],
             "cpu_s": [float(cpu[i]) for i in idx],
-            "samples": plan.repeats, "discarded_rounds": discarded,
+            "samples": len(keep), "discarded_rounds": discarded,
             "kept_contaminated_rounds": int(kept_dirty),
             "foreign_cores_max": max((c for c in foreign if c is not None), default=0.0),
         })
     return rows
+
+
+MAX_ROUNDS_FACTOR = 20           # at most 20 x repeats rounds per group, however short
+
+
+def _kept(foreign: list, repeats: int) -> list[int]:
+    """Rounds to keep: every undisturbed round when there are at least ``repeats`` of them,
+    else the ``repeats`` least disturbed (:func:`keep_rounds`); in run order."""
+    clean = [r for r, c in enumerate(foreign) if c is None or c <= noise.FOREIGN_CORES_MAX]
+    return clean if len(clean) >= repeats else keep_rounds(foreign, repeats)
 
 
 def _drift(samples) -> float:

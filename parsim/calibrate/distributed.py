@@ -83,7 +83,7 @@ def calibrate_distributed(opts) -> int:
     rank0 = comm.rank == 0
     plan = CommPlan(ops=opts.ops, sizes=session.SIZES[opts.grid], group_sizes=group_sizes(comm.size),
                     repeats=opts.repeats or session.REPEATS[opts.grid], backend=backend,
-                    target_s=session.TARGET_S[opts.grid])
+                    target_s=session.TARGET_S[opts.grid], min_s=session.MIN_COMM_S[opts.grid])
     bar = Progress(f"comm ({backend}, {comm.size} ranks)", 1, enabled=rank0 and not opts.quiet)
     try:
         rows = run_benchmark(comm, plan, lambda d, t: bar.update(d, t))

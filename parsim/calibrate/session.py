@@ -28,8 +28,12 @@ KiB = 1024
 SIZES = {"full": tuple(KiB * 4**e for e in range(9)),                   # 1 KiB .. 64 MiB
          "quick": (KiB, 16 * KiB, 256 * KiB, 4 * KiB**2, 16 * KiB**2),
          "tiny": (KiB, 16 * KiB, 256 * KiB)}
-REPEATS = {"full": 40, "quick": 5, "tiny": 3}   # full: ~100 s on 2 cores
+REPEATS = {"full": 15, "quick": 5, "tiny": 3}   # at least; full runs more (MIN_COMM_S)
 TARGET_S = {"full": 0.02, "quick": 0.01, "tiny": 0.002}    # least seconds per comm sample
+# least seconds the communication rounds span: on a shared VM the host's speed wanders over
+# minutes (10-s medians of one 64 MiB all-reduce: 57-89 ms over 6 minutes; 100-s windows up
+# to 20 % apart, 200-s windows within 5 %), so a full run spreads its rounds over 3 minutes
+MIN_COMM_S = {"full": 180.0, "quick": 0.0, "tiny": 0.0}
 COMPUTE_REPEATS = {"full": 7, "quick": 3, "tiny": 2}
 
 
@@ -82,7 +86,7 @@ def calibrate(opts: Options) -> dict:
         plan = CommPlan(ops=opts.ops, sizes=SIZES[opts.grid],
                         group_sizes=tuple(range(2, opts.ranks + 1)),
                         repeats=opts.repeats or REPEATS[opts.grid], backend=backend,
-                        target_s=TARGET_S[opts.grid])
+                        target_s=TARGET_S[opts.grid], min_s=MIN_COMM_S[opts.grid])
         rows, comm_note = _measure_comm(opts, plan)
     ref_after = noise.reference_s()
     meta = host_meta(torch, cuda)

@@ -25,7 +25,7 @@ import math
 import os
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -213,6 +213,17 @@ def measure_row(job: Job, profile, *, timeout_s: float = 300.0, attempts: int = 
                [float(s) for s in samples], phases, factor, raw, tries, best_key[0])
 
 
+MEASURE_S = 4.0                # measured steps of a job span about this long
+
+
+def steps_for(job: Job, profile) -> int:
+    """Measured steps so a job's steps span ~``MEASURE_S`` seconds by the profile's
+    prediction (10 at least, 400 at most): on a shared VM a one-second sample is at the mercy
+    of the host's state of that second (10-s medians of the same collective wander 57-89 ms)."""
+    t, _ = predict(job, profile)
+    return int(min(400, max(job.steps, round(MEASURE_S / max(t, 1e-4)))))
+
+
 def validate_local(profile_path: str | None = None, *, quick: bool = False, jobs=None,
                    progress=None, timeout_s: float = 300.0,
                    attempts: int | None = None) -> LocalReport:
@@ -228,6 +239,8 @@ def validate_local(profile_path: str | None = None, *, quick: bool = False, jobs
                          dropped_gemm=[f"{r['m']:g}x{r['n']:g}x{r['k']:g} {r['dtype']} "
                                        f"{r['flops_per_s'] / 1e9:.2f} GFLOP/s" for r in dropped])
     for job in jobs if jobs is not None else default_jobs(quick):
+        if not quick:
+            job = replace(job, steps=steps_for(job, profile))
         if progress:
             progress(job)
         report.rows.append(measure_row(job, profile, timeout_s=timeout_s, attempts=attempts,
