@@ -223,6 +223,10 @@ def test_speed_factor_is_the_profile_rate_over_the_probed_rate():
     factor, drift = LR.speed_factor(one, probe)
     assert factor == pytest.approx(40e9 / (20e9 * 1.1))          # geometric mean of the two
     assert drift == pytest.approx(0.21)
+    probe["middle"] = {"512x512x512": 20e9 / 1.1}                # a slow middle widens drift
+    factor, drift = LR.speed_factor(one, probe)
+    assert factor == pytest.approx(40e9 / (20e9 * (1.21 / 1.1) ** (1 / 3)))
+    assert drift == pytest.approx(1.21 * 1.1 - 1)
     assert LR.speed_factor(one, None) == (1.0, 0.0)
 
 

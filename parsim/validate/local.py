@@ -148,31 +148,30 @@ def _loadavg():
 
 
 FOREIGN_CORES_MAX = 0.25       # a run during which others held more cores is redone
-PROBE_DRIFT_MAX = 0.15         # ... or whose machine speed moved more than this across it
+PROBE_DRIFT_MAX = 0.15         # ... or whose probes (speed) differ by more than this
 
 
 def speed_factor(profile, probe: dict | None) -> tuple[float, float]:
-    """(factor, drift) of a run's probe (:func:`parsim.validate.local_worker.probe_rates`
-    before and after the job): ``factor`` = geometric mean over the probe's shapes of the
-    profile's one-thread rate / the rate measured (> 1: the machine ran slower than when it
-    was calibrated; 1 when the profile has no one-thread table), ``drift`` = |after / before
-    - 1| of the geometric mean (how much the speed moved while the job ran; 0 without a
-    probe)."""
-    if not probe or not probe.get("before") or not probe.get("after"):
+    """(factor, drift) of a run's probes (:func:`parsim.validate.local_worker.probe_rates`
+    before, halfway through and after the job): ``factor`` = geometric mean over probes and
+    shapes of the profile's one-thread rate / the rate measured (> 1: the machine ran slower
+    than when it was calibrated; 1 when the profile has no one-thread table), ``drift`` =
+    the fastest probe's rate / the slowest's - 1 (how much the speed moved while the job ran;
+    0 without probes)."""
+    sets = [probe.get(k) for k in ("before", "middle", "after")] if probe else []
+    sets = [p for p in sets if p]
+    shapes = [s for s in (sets[0] if sets else {}) if all(p.get(s) for p in sets)]
+    if len(sets) < 2 or not shapes:
         return 1.0, 0.0
-    shapes = [s for s in probe["before"] if probe["after"].get(s)]
-    if not shapes:
-        return 1.0, 0.0
-    now = {s: 0.5 * (math.log(probe["before"][s]) + math.log(probe["after"][s])) for s in shapes}
-    moved = float(np.mean([math.log(probe["after"][s] / probe["before"][s]) for s in shapes]))
-    drift = abs(math.exp(moved) - 1.0)
-    refs = {}
+    level = [float(np.mean([math.log(p[s]) for s in shapes])) for p in sets]
+    drift = math.exp(max(level) - min(level)) - 1.0
+    refs = []
     for s in shapes:
         m, n, k = (int(v) for v in s.split("x"))
-        refs[s] = profile.gemm_flops_per_s(m, n, k, "fp32", threads=1)
-    if any(r is None for r in refs.values()):
+        refs.append(profile.gemm_flops_per_s(m, n, k, "fp32", threads=1))
+    if any(r is None for r in refs):
         return 1.0, drift
-    return math.exp(float(np.mean([math.log(refs[s]) - now[s] for s in shapes]))), drift
+    return math.exp(float(np.mean([math.log(r) for r in refs])) - float(np.mean(level))), drift
 
 
 def measure_row(job: Job, profile, *, timeout_s: float = 300.0, attempts: int = 2,

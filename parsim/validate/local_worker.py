@@ -204,6 +204,10 @@ class _Monitor:
         self.job, self.on, self.mon = job, rank == 0 and job.get("_pids_file"), None
 
     def tick(self, done: int) -> None:
+        if self.on and done == self.job["warmup"] + self.job["steps"] // 2 \
+                and "_probe_middle" not in self.job:
+            import numpy as np     # halfway: the machine's speed in the middle of the run
+            self.job["_probe_middle"] = probe_rates(np)
         if self.on and done == self.job["warmup"] and self.mon is None:
             from ..calibrate.noise import CpuMonitor
             try:
@@ -283,7 +287,8 @@ def main(argv=None) -> int:
         with open(tmp, "w") as f:
             json.dump({"step_s": times, "warmup": job["warmup"], "phases": job.get("_phases", []),
                        "foreign_cores": job.get("_foreign_cores"),
-                       "probe": {"before": before, "after": after}}, f)
+                       "probe": {"before": before, "middle": job.get("_probe_middle"),
+                                 "after": after}}, f)
         os.replace(tmp, result_path)
     return 0
 
