@@ -72,6 +72,7 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
+from .atomic import write_via
 from .errors import ParsimError, ScenarioError, did_you_mean, one_of
 from .topologies_builtin import KINDS, REQUIRED, BadValue, Router
 from .units import parse_bandwidth, parse_time
@@ -477,9 +478,6 @@ def draw(cluster: Cluster, path_png, *, max_devices: int = 16) -> None:
     Devices are squares, switches circles, hosts diamonds; layers go up by hop distance
     from the devices; edge colour is the link class, width grows with bandwidth.
     """
-    import os
-    import tempfile
-
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -520,12 +518,4 @@ def draw(cluster: Cluster, path_png, *, max_devices: int = 16) -> None:
     ax.set_title(f"{cluster.name}: showing {shown} of {len(cluster.devices)} devices, "
                  f"{sub.number_of_nodes()} of {cluster.graph.number_of_nodes()} nodes", fontsize=9)
     ax.set_axis_off()
-    path_png = Path(path_png)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path_png.parent or ".")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", bbox_inches="tight")
-        os.replace(tmp, path_png)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_via(path_png, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..atomic import write_text
 from . import noise
 from .compute import keep_rounds
 
@@ -342,10 +343,7 @@ def main(argv=None) -> int:
     try:
         rows = run_benchmark(comm, plan, report)
         if comm.rank == 0:
-            tmp = argv[1] + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump({"rows": rows, "world_size": comm.size}, f)
-            os.replace(tmp, argv[1])
+            write_text(argv[1], json.dumps({"rows": rows, "world_size": comm.size}))
     finally:
         comm.close()
     return 0

@@ -22,7 +22,8 @@ import datetime as _dt
 import math
 import os
 import re
-import tempfile
+
+from ..atomic import write_text
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f",
@@ -39,21 +40,8 @@ def dumps(data: dict) -> str:
 
 
 def write_atomic(path: str | os.PathLike, data: dict) -> None:
-    """Write ``data`` as TOML to ``path`` atomically: a temp file beside it, then ``os.replace``."""
-    text = dumps(data)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".toml", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``data`` as TOML to ``path`` atomically (:func:`parsim.atomic.write_text`)."""
+    write_text(path, dumps(data))
 
 
 def _is_table_array(value) -> bool:

@@ -9,25 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 
+from parsim.atomic import write_via
 from parsim.engines.des import CATEGORIES, category
 
 COLOURS = {"compute": "#4c72b0", "dp": "#dd8452", "tp": "#55a868", "pp": "#c44e52",
            "ps": "#8172b3", "optimizer": "#937860"}
-
-
-def _atomic_write(path, write):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def chrome_trace_events(des_result, program) -> list[dict]:
@@ -61,7 +48,7 @@ def write_chrome_trace(des_result, program, path) -> None:
     def write(tmp):
         with open(tmp, "w") as f:
             json.dump(doc, f)
-    _atomic_write(path, write)
+    write_via(path, write)
 
 
 def draw_timeline(des_result, program, path_png, *, max_rows: int = 64) -> None:
@@ -95,5 +82,5 @@ def draw_timeline(des_result, program, path_png, *, max_rows: int = 64) -> None:
                        for c in CATEGORIES if c in bars], loc="upper left",
               bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
-    _atomic_write(path_png, lambda tmp: fig.savefig(tmp, dpi=100))
+    write_via(path_png, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)

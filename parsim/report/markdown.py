@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import base64
 import html
-import os
-import tempfile
 from pathlib import Path
+
+from ..atomic import write_text
 
 
 def to_markdown(blocks) -> str:
@@ -57,8 +57,5 @@ def to_html(blocks, folder, title: str) -> str:
 
 
 def write_atomic(path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    """Write ``text`` to ``path`` atomically (:func:`parsim.atomic.write_text`)."""
+    write_text(path, text)

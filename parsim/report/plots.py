@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..atomic import write_via  # noqa: E402
 from ..errors import ScenarioError  # noqa: E402
 
 COLOURS = {"compute": "#4c72b0", "bubble": "#c7c7c7", "tp": "#55a868", "pp": "#c44e52",
@@ -22,17 +22,23 @@ def save_figure(fig, path, key: str = "--plot") -> None:
     if not os.path.isdir(folder):
         plt.close(fig)
         raise ScenarioError("directory does not exist", file=str(path), key=key)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".png")
-    os.close(fd)
     try:
         fig.tight_layout()
-        fig.savefig(tmp, dpi=110)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        write_via(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+
+def finish_parity(fig, ax, values, *, unit: str, title: str, path) -> None:
+    """Complete a predicted-against-measured plot: log axes spanning ``values`` (both
+    coordinates of every point) with margin, the y = x line, labels, legend; save it."""
+    values = list(values) or [1.0, 10.0]
+    lo, hi = min(values) / 1.5, max(values) * 1.5
+    ax.plot([lo, hi], [lo, hi], "k-", lw=0.8, label="y = x")
+    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), title=title,
+           xlabel=f"measured step time ({unit})", ylabel=f"predicted step time ({unit})")
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
 
 
 def breakdown(pred, path) -> None:

@@ -85,7 +85,7 @@ def format_table(report) -> str:
 
 def plot(report, path: str) -> None:
     """Predicted vs measured step time on log axes with the line y = x; written atomically."""
-    from ..report.plots import save_figure
+    from ..report.plots import finish_parity
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -95,12 +95,7 @@ def plot(report, path: str) -> None:
         groups.setdefault(r.source, []).append(r)
     for source, rows in groups.items():
         ax.scatter([r.measured_s for r in rows], [r.predicted_s for r in rows], label=source, s=18)
-    vals = [v for r in report.rows for v in (r.measured_s, r.predicted_s)] or [0.1, 10]
-    lo, hi = min(vals) / 1.5, max(vals) * 1.5
-    ax.plot([lo, hi], [lo, hi], "k-", lw=0.8, label="y = x")
-    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi),
-           xlabel="measured step time (s)", ylabel="predicted step time (s)",
-           title=f"published runs: mean |err| {_pct(report.mean_abs_pct_error)}, "
-                 f"worst {_pct(report.max_abs_pct_error)}")
-    ax.legend(fontsize=7)
-    save_figure(fig, path)
+    finish_parity(fig, ax, (v for r in report.rows for v in (r.measured_s, r.predicted_s)),
+                  unit="s", path=path,
+                  title=f"published runs: mean |err| {_pct(report.mean_abs_pct_error)}, "
+                        f"worst {_pct(report.max_abs_pct_error)}")

@@ -33,6 +33,8 @@ from contextlib import nullcontext
 
 import numpy as np
 
+from ..atomic import write_text
+
 VOCAB = 50304                      # GPT-2's 50257 padded to a multiple of 64 (nanoGPT)
 # name -> (layers, hidden, heads, seq, micro_batch); 16 B/param of weights, gradients and
 # Adam state plus activations fit an 80 GB H100 up to the 2.7B model
@@ -187,10 +189,7 @@ def run(args) -> dict:
            "rows": rows}
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        path = os.path.join(args.out, "gpu_step.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(out, f, indent=1)
-        os.replace(path + ".tmp", path)
+        write_text(os.path.join(args.out, "gpu_step.json"), json.dumps(out, indent=1))
     print(f"median |error| {out['median_abs_pct_error']:.1f} %, worst "
           f"{out['max_abs_pct_error']:.1f} % ({len(rows)} sizes)")
     return out

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..atomic import write_text
 from ..errors import ScenarioError
 from .local_model import DEFAULT_PROFILE, Job, default_jobs, predict, robust_profile
 
@@ -54,9 +55,7 @@ def launch(job: Job, *, timeout_s: float = 300.0) -> dict:
         env = gloo_env(job.world, OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
         def write_pids(procs):   # the workers read it to tell their own CPU use from others'
-            with open(pids_path + ".tmp", "w") as f:
-                f.write(" ".join(str(p.pid) for p in procs))
-            os.replace(pids_path + ".tmp", pids_path)
+            write_text(pids_path, " ".join(str(p.pid) for p in procs))
         codes, logs = run_processes(
             [(cmd, dict(env, RANK=str(r), LOCAL_RANK=str(r))) for r in range(job.world)], tmp,
             timeout_s=timeout_s, on_started=write_pids)
@@ -275,7 +274,7 @@ def _fmt_load(v) -> str:
 
 def plot(report: LocalReport, path: str) -> None:
     """Predicted against measured step time (ms, log axes) with y = x; written atomically."""
-    from ..report.plots import save_figure
+    from ..report.plots import finish_parity
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -288,15 +287,10 @@ def plot(report: LocalReport, path: str) -> None:
         for r in rows:
             ax.annotate(r.name, (r.measured_s * 1e3, r.predicted_s * 1e3), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
-    vals = [v * 1e3 for r in report.rows for v in (r.measured_s, r.predicted_s)] or [1, 100]
-    lo, hi = min(vals) / 1.5, max(vals) * 1.5
-    ax.plot([lo, hi], [lo, hi], "k-", lw=0.8, label="y = x")
-    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi),
-           xlabel="measured step time (ms)", ylabel="predicted step time (ms)",
-           title=f"local runs: median |err| {report.median_abs_pct_error:.1f} %, "
-                 f"worst {report.max_abs_pct_error:.1f} %")
-    ax.legend(fontsize=7)
-    save_figure(fig, path)
+    finish_parity(fig, ax, (v * 1e3 for r in report.rows for v in (r.measured_s, r.predicted_s)),
+                  unit="ms", path=path,
+                  title=f"local runs: median |err| {report.median_abs_pct_error:.1f} %, "
+                        f"worst {report.max_abs_pct_error:.1f} %")
 
 
 def add_arguments(parser) -> None:
@@ -321,8 +315,7 @@ def run(args) -> int:
     except LocalRunFailed as err:
         raise ScenarioError(str(err), key="--local") from None
     if isinstance(out_dir, str) and out_dir:
-        with open(os.path.join(out_dir, "local_runs.json"), "w") as f:
-            json.dump(report.to_json(), f, indent=1)
+        write_text(os.path.join(out_dir, "local_runs.json"), json.dumps(report.to_json(), indent=1))
     if getattr(args, "plot", None):
         plot(report, args.plot)
     print(json.dumps(report.to_json(), indent=1) if args.json else format_table(report))

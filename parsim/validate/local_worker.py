@@ -283,13 +283,11 @@ def main(argv=None) -> int:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
     if rank == 0:
-        tmp = result_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"step_s": times, "warmup": job["warmup"], "phases": job.get("_phases", []),
-                       "foreign_cores": job.get("_foreign_cores"),
-                       "probe": {"before": before, "middle": job.get("_probe_middle"),
-                                 "after": after}}, f)
-        os.replace(tmp, result_path)
+        from ..atomic import write_text
+        write_text(result_path, json.dumps({
+            "step_s": times, "warmup": job["warmup"], "phases": job.get("_phases", []),
+            "foreign_cores": job.get("_foreign_cores"),
+            "probe": {"before": before, "middle": job.get("_probe_middle"), "after": after}}))
     return 0
 
 
