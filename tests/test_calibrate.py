@@ -153,6 +153,36 @@ def test_profile_errors_name_file_and_key(tmp_path):
         load_profile(_write_profile(tmp_path, device={"launch_s": "fast"}))
 
 
+def test_compare_two_runs_gives_bandwidth_ratios_at_large_messages(tmp_path):
+    from parsim.calibrate.compare import agreement, format_agreement
+    sizes = [1024, 16 * 2**20, 64 * 2**20]
+
+    def curve(bw):                      # alpha 1 ms, one fit segment for the large messages
+        return {"backend": "gloo", "op": "all_reduce", "ranks": 2, "size_bytes": sizes,
+                "time_s": [1e-3 + s / bw for s in sizes], "alpha_s": 1e-3, "bw_Bps": bw,
+                "segment": [{"min_bytes": 1024, "max_bytes": 64 * 2**20, "alpha_s": 1e-3,
+                             "bw_Bps": bw, "rel_err": 0.0}]}
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    old = load_profile(_write_profile(tmp_path / "a", collective=curve(1e9)))
+    new = load_profile(_write_profile(tmp_path / "b", collective=curve(1.25e9)))
+    got = agreement(new, old)
+    assert got["fits"] == {("gloo", "all_reduce", 2): pytest.approx(1.25)}
+    # algbw ratio = t_old / t_new; 1 KiB is below 16 MiB and left out
+    want = {s: (1e-3 + s / 1e9) / (1e-3 + s / 1.25e9) for s in sizes[1:]}
+    assert got["points"] == {("gloo", "all_reduce", 2, s): pytest.approx(r) for s, r in want.items()}
+    assert got["worst"] == pytest.approx(max(want.values()) - 1) and got["worst"] < 0.25
+    assert got["worst_fit"] == pytest.approx(0.25)
+    text = format_agreement(got, "b.toml", "a.toml")
+    assert "fit 1.25" in text and f"largest difference {got['worst']:.0%}" in text
+
+
+def test_compare_with_a_missing_profile_is_one_line_before_any_measuring(run_cli, tmp_path):
+    code, out, err = run_cli("calibrate", "-o", tmp_path / "new.toml", "--compare",
+                             tmp_path / "old.toml")
+    assert code == 2 and "--compare" in err and "old.toml" in err and "Traceback" not in err
+    assert not (tmp_path / "new.toml").exists()
+
+
 # --- a real run ----------------------------------------------------------------------------
 
 def test_calibrate_end_to_end_with_two_gloo_processes(tmp_path):

@@ -201,12 +201,30 @@ def test_calibrate_then_validate_end_to_end_with_two_processes(tmp_path):
         assert row["error_pct"] == pytest.approx(
             100 * (row["predicted_s"] - row["measured_s"]) / row["measured_s"])
         assert row["spread_pct"] >= 0 and math.isfinite(row["error_pct"])
+        assert row["runs"] == 1 and row["run_errors_pct"] == pytest.approx([row["error_pct"]])
     assert data["rows"][1]["phases_measured"]["comm_s"] > 0       # a real all-reduce ran
     errs = [abs(r["error_pct"]) for r in data["rows"]]
     assert data["median_abs_pct_error"] == pytest.approx(float(np.median(errs)))
     assert data["max_abs_pct_error"] == pytest.approx(max(errs))
     assert (tmp_path / "v.png").stat().st_size > 1000
     assert json.loads((tmp_path / "local_runs.json").read_text())["rows"] == data["rows"]
+
+
+def _run(ratio, disturbed=False, drift=0.0):
+    # measured 10 ms, raw prediction 10 ms x ratio, speed factor 1
+    return LR.Run({}, 1.0, drift, disturbed, 0.010, 0.010 * ratio)
+
+
+def test_a_row_reports_the_median_undisturbed_run():
+    runs = [_run(1.30), _run(0.95), _run(1.05)]
+    assert LR.median_run(runs) is runs[2]                          # 0.95 < 1.05 < 1.30
+    runs.append(_run(0.50, disturbed=True))                        # disturbed runs do not count
+    assert LR.median_run(runs) is runs[2]
+    even = [_run(1.10, drift=0.08), _run(0.90, drift=0.02), _run(1.40), _run(0.60)]
+    assert LR.median_run(even) is even[1]                          # middle pair: steadier speed
+    hit = [_run(1.3, True), _run(1.1, True), _run(0.7, True)]      # all disturbed: median of all
+    assert LR.median_run(hit) is hit[1]
+    assert runs[0].ratio == pytest.approx(1.30)
 
 
 def test_speed_factor_is_the_profile_rate_over_the_probed_rate():

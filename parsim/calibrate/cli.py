@@ -2,6 +2,7 @@
 
     parsim calibrate -o profiles/cpu-mybox.toml            # full run, < 10 min on 2 cores
     parsim calibrate -o /tmp/p.toml --quick                # < 1 min
+    parsim calibrate -o /tmp/again.toml --compare profiles/cpu-mybox.toml   # do two runs agree?
     torchrun --nnodes 2 --nproc-per-node 8 ... -m parsim.calibrate -o cluster.toml
 """
 from __future__ import annotations
@@ -27,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=None, metavar="N",
                         help="least kept samples per communication point (default 15, --quick 5; "
                              "a full run adds rounds until they span 3 minutes)")
+    parser.add_argument("--compare", metavar="OLD.toml",
+                        help="afterwards, compare the large-message bandwidths with this "
+                             "earlier profile of the same machine")
 
 
 def options_from_args(args):
@@ -46,13 +50,18 @@ def run(args) -> int:
     """Run a calibration; 0 when everything asked for was measured, 1 when communication was
     skipped or failed (the compute part is still written)."""
     from .distributed import under_launcher
+    from .profile import load_profile
     opts = options_from_args(args)
+    old = load_profile(args.compare, file_key="--compare") if getattr(args, "compare", None) else None
     if under_launcher():
         from .distributed import calibrate_distributed
         return calibrate_distributed(opts)
     from .session import calibrate
     profile = calibrate(opts)
     print(summary(profile, opts.output))
+    if old is not None:
+        from .compare import agreement, format_agreement
+        print(format_agreement(agreement(load_profile(opts.output), old), opts.output, args.compare))
     # --ranks 1 leaves communication out on purpose (one GPU); anything else skipped it
     return 1 if "comm_skipped" in profile["meta"] and opts.ranks >= 2 else 0
 

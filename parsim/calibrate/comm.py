@@ -6,8 +6,9 @@ nccl, :class:`MpiComm` for mpi4py). For each group size g (the first g ranks), e
 on every rank. One sample: barrier, then ``inner`` back-to-back operations; the sample is
 the slowest rank's mean time per operation (a collective ends when its last rank does).
 Rank 0 watches foreign CPU use (:class:`noise.CpuMonitor` over the local ranks' pids) and
-tells the group to run more rounds until ``repeats`` are clean (``2·repeats`` at most);
-it keeps the ``repeats`` least disturbed rounds.
+tells the group to run more rounds until ``repeats`` are clean (``2·repeats`` at most) and,
+when the plan asks for it (``min_s``), until the rounds span that long, but never twice that
+long; it keeps every clean round, or the ``repeats`` least disturbed ones.
 
 Sizes follow nccl-tests: S is the whole buffer — the all-reduce and broadcast tensor, the
 gathered output of all-gather, the input of reduce-scatter, the message of send/recv
@@ -50,7 +51,7 @@ class CommPlan:
     repeats: int
     backend: str = "gloo"          # "gloo", "nccl" or "mpi"
     target_s: float = 0.005        # a sample lasts at least this long (inner repeats)
-    min_s: float = 0.0             # the rounds of all groups together span at least this long
+    min_s: float = 0.0             # the rounds of all groups span at least this long (at most 2x)
     seed: int = 0
 
     @classmethod
@@ -246,11 +247,13 @@ def _measure_group(comm, group, g: int, plan: CommPlan, local_pids, tick) -> lis
     rng = np.random.default_rng(plan.seed + g)
     monitor = noise.CpuMonitor(local_pids)
     kept_t, kept_cpu, foreign = [], [], []
-    # rounds to run: ``repeats``, or as many as fill this group's share of ``min_s`` (the
-    # host drifts over minutes; rounds spread over a longer span average it out)
-    target = plan.repeats
+    # rounds to run: ``repeats`` undisturbed ones, and as many more as fill this group's
+    # share of ``min_s`` (the host drifts over minutes; rounds spread over a longer span
+    # average it out); never past twice that share, so a host that slows down midway or
+    # keeps disturbing rounds cannot stretch the run (``_kept`` takes the least disturbed)
     group_min_s = plan.min_s / max(1, len(plan.group_sizes))
-    more, t_start = True, time.perf_counter()
+    max_rounds = MAX_ROUNDS_FACTOR * plan.repeats
+    more, t_start, ticked = True, time.perf_counter(), 0.0
     while more:
         if comm.rank == 0:
             monitor.start()
@@ -267,17 +270,19 @@ def _measure_group(comm, group, g: int, plan: CommPlan, local_pids, tick) -> lis
             cpu_round[i] = (time.process_time() - c0) / inner[i] * factor
         kept_t.append(t_round)
         kept_cpu.append(cpu_round)
-        if len(kept_t) == 1 and group_min_s > 0:           # rank 0's first round sets the count
-            round_s = comm.max_float(time.perf_counter() - t_start, grp)
-            target = int(min(MAX_ROUNDS_FACTOR * plan.repeats,
-                             max(plan.repeats, math.ceil(group_min_s / max(round_s, 1e-6)))))
+        elapsed = time.perf_counter() - t_start
         if comm.rank == 0:
             foreign.append(monitor.stop())
             clean = sum(c is None or c <= noise.FOREIGN_CORES_MAX for c in foreign)
-            more = clean < target and len(kept_t) < 2 * target
+            rounds = len(kept_t)
+            more = ((clean < plan.repeats and rounds < 2 * plan.repeats)
+                    or (elapsed < group_min_s and rounds < max_rounds))
+            more = more and (group_min_s <= 0 or elapsed < 2 * group_min_s)
         more = comm.bcast_flag(more, grp)
-        if len(kept_t) <= target:
-            tick(len(items) * plan.repeats / target)
+        frac = min(1.0, max(len(kept_t) / plan.repeats if group_min_s <= 0 else 0.0,
+                            elapsed / group_min_s if group_min_s > 0 else 0.0))
+        tick(len(items) * plan.repeats * frac - ticked)
+        ticked = len(items) * plan.repeats * frac
     n_rounds = len(kept_t)
     all_t = comm.gather(np.concatenate(kept_t), grp, g).reshape(g, n_rounds, len(items))
     all_cpu = comm.gather(np.concatenate(kept_cpu), grp, g).reshape(g, n_rounds, len(items))

@@ -12,10 +12,15 @@ median of ``steps`` steps after ``warmup`` steps; the spread is (p90 - p10) / me
 
 The prediction is :func:`parsim.validate.local_model.predict` (from the profile only), scaled
 by :func:`speed_factor`: the machine's speed while the job ran, from one-thread GEMMs rank 0
-times alone just before and after it (:func:`parsim.validate.local_worker.probe_rates`),
+times alone before, halfway through and after it (:func:`parsim.validate.local_worker.probe_rates`),
 against the same GEMMs in the profile. On a shared virtual machine the same one-thread GEMM
 moves by 30-70 % within minutes; without this, a prediction is compared with a machine the
 profile never saw. ``predicted_profile_s`` is the unscaled figure.
+
+Every job runs ``ROUNDS`` times, round by round through the whole set, and its row is its
+median run (:func:`median_run`): the host also slows down in ways the probes miss, and
+interleaving puts such a minute into one run of a job rather than into all of them, as the
+calibration interleaves its rounds.
 """
 from __future__ import annotations
 
@@ -83,6 +88,9 @@ class Row:
     predicted_profile_s: float = math.nan
     runs: int = 1
     disturbed: bool = False
+    run_errors_pct: list = field(default_factory=list)
+    speed_drift: float = 0.0
+    run_disturbed: list = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {"name": self.name, "kind": self.kind, "processes": self.processes,
@@ -91,7 +99,8 @@ class Row:
                 "predicted_quiet_s": self.predicted_quiet_s, "foreign_cores": self.foreign_cores,
                 "speed_factor": self.speed_factor,
                 "predicted_profile_s": self.predicted_profile_s, "runs": self.runs,
-                "disturbed": self.disturbed,
+                "disturbed": self.disturbed, "run_errors_pct": self.run_errors_pct,
+                "speed_drift": self.speed_drift, "run_disturbed": self.run_disturbed,
                 "parts": self.parts, "phases_measured": self.phases, "samples_s": self.samples_s}
 
 
@@ -117,15 +126,17 @@ class LocalReport:
         return float(max(self.abs_errors)) if self.rows else math.nan
 
     def warnings(self) -> list[str]:
-        load = max(v for v in (self.loadavg_before, self.loadavg_after, 0.0) if v is not None)
+        # only the load found before the first job: the load average after it counts the
+        # jobs' own processes (3 on 2 cores leave it near 2.5)
+        load = self.loadavg_before or 0.0
         out = []
         if load > 0.5 * self.cores:
-            out.append(f"load average {load:.2f} on {self.cores} cores: other processes compete "
-                       "with the jobs; measured times (and spreads) are inflated")
+            out.append(f"load average {load:.2f} on {self.cores} cores before the jobs: other "
+                       "processes compete with them; measured times (and spreads) are inflated")
         hit = [r.name for r in self.rows if r.disturbed]
         if hit:
-            out.append(f"disturbed in every run (other programs' CPU use or a machine-speed "
-                       f"change across the run): {', '.join(hit)}; their errors include it")
+            out.append(f"other programs held > {FOREIGN_CORES_MAX} core in every run of: "
+                       f"{', '.join(hit)}; their errors include it")
         if self.dropped_gemm:
             out.append("profile GEMM rows ignored as disturbed (>10x below their dtype's median): "
                        + ", ".join(self.dropped_gemm))
@@ -146,8 +157,7 @@ def _loadavg():
         return None
 
 
-FOREIGN_CORES_MAX = 0.25       # a run during which others held more cores is redone
-PROBE_DRIFT_MAX = 0.15         # ... or whose probes (speed) differ by more than this
+FOREIGN_CORES_MAX = 0.25       # a run during which others held more cores is disturbed
 
 
 def speed_factor(profile, probe: dict | None) -> tuple[float, float]:
@@ -173,42 +183,71 @@ def speed_factor(profile, probe: dict | None) -> tuple[float, float]:
     return math.exp(float(np.mean([math.log(r) for r in refs])) - float(np.mean(level))), drift
 
 
-def measure_row(job: Job, profile, *, timeout_s: float = 300.0, attempts: int = 2,
-                extra_attempts: int = 2) -> Row:
-    """Run ``job`` for real, predict it, and compare.
+@dataclass
+class Run:
+    """One run of a job: what rank 0 reported, the machine's speed against the profile's
+    (:func:`speed_factor`) and whether it was disturbed."""
+    result: dict
+    factor: float
+    drift: float
+    disturbed: bool
+    measured_s: float          # median of the measured steps
+    raw_s: float               # the profile's prediction for the cores others held
 
-    The job runs ``attempts`` times, and up to ``extra_attempts`` more while every run so far
-    was disturbed: other programs held more than ``FOREIGN_CORES_MAX`` cores (/proc
-    accounting over the measured steps) or the machine's speed moved more than
-    ``PROBE_DRIFT_MAX`` across the run (the probe before and after it). Like the
-    calibration, which keeps its least disturbed rounds, the run kept is an undisturbed one
-    if any, then the one with the lowest median. The prediction is for the machine as that
-    run found it: its foreign cores enter :func:`~parsim.validate.local_model.contention`
-    (``predicted_quiet_s``: the same model on an idle machine) and its speed against the
-    profile's scales the step (:func:`speed_factor`; ``predicted_profile_s`` unscaled)."""
+    @property
+    def ratio(self) -> float:
+        """predicted / measured, the prediction scaled to the speed this run found."""
+        return self.raw_s * self.factor / self.measured_s
+
+
+def run_once(job: Job, profile, *, timeout_s: float = 300.0) -> Run:
+    """Launch ``job`` once and judge it: disturbed when other programs held more than
+    ``FOREIGN_CORES_MAX`` cores over its measured steps (/proc accounting). A run across
+    which the machine's own speed moved (``drift``, from the probes before, halfway and
+    after) still counts: the probes scale its prediction, and the median over runs
+    (:func:`median_run`) absorbs what they miss; on this VM half the runs move > 15 %."""
+    result = launch(job, timeout_s=timeout_s)
+    foreign = result["foreign_cores"] = float(result.get("foreign_cores") or 0.0)
+    factor, drift = speed_factor(profile, result.get("probe"))
+    raw, _ = predict(job, profile, foreign)
+    return Run(result, factor, drift, foreign > FOREIGN_CORES_MAX,
+               float(np.median(result["step_s"][result["warmup"]:])), raw)
+
+
+def median_run(runs: list[Run]) -> Run:
+    """The run a job's row reports: among the undisturbed runs (all, if every one was
+    disturbed), the one whose predicted / measured ratio is the median; of an even count's
+    middle two, the one whose speed moved least (its scaling is the most trustworthy).
+    Runs are interleaved with the other jobs' (:func:`validate_local`), so a minute in which
+    the host ran slow in a way no probe saw spoils one run of a job, not its row."""
+    kept = [r for r in runs if not r.disturbed] or list(runs)
+    kept.sort(key=lambda r: r.ratio)
+    n = len(kept)
+    if n % 2:
+        return kept[n // 2]
+    return min(kept[n // 2 - 1:n // 2 + 1], key=lambda r: r.drift)
+
+
+def make_row(job: Job, profile, runs: list[Run]) -> Row:
+    """The row of ``job`` from its runs (:func:`median_run`). The prediction is for the
+    machine as that run found it: its foreign cores enter
+    :func:`~parsim.validate.local_model.contention` (``predicted_quiet_s``: the same model on
+    an idle machine) and its speed against the profile's scales the step
+    (:func:`speed_factor`; ``predicted_profile_s`` unscaled)."""
+    run = median_run(runs)
+    result, factor = run.result, run.factor
     quiet, _ = predict(job, profile)
-    best, best_key, tries = None, None, 0
-    while tries < max(1, attempts) or (best_key[0] and tries < max(1, attempts) + extra_attempts):
-        tries += 1
-        result = launch(job, timeout_s=timeout_s)
-        result["foreign_cores"] = float(result.get("foreign_cores") or 0.0)
-        _, drift = speed_factor(profile, result.get("probe"))
-        key = (result["foreign_cores"] > FOREIGN_CORES_MAX or drift > PROBE_DRIFT_MAX,
-               float(np.median(result["step_s"][result["warmup"]:])))
-        if best is None or key < best_key:
-            best, best_key = result, key
-    result, foreign = best, best["foreign_cores"]
-    factor, _ = speed_factor(profile, result.get("probe"))
-    raw, parts = predict(job, profile, foreign)
+    raw, parts = predict(job, profile, result["foreign_cores"])
     predicted = raw * factor
     samples = result["step_s"][result["warmup"]:]
-    med = float(np.median(samples))
+    med = run.measured_s
     p10, p90 = np.percentile(samples, [10, 90])
     kept = result.get("phases", [])[result["warmup"]:]
     phases = {k: float(np.median([p[k] for p in kept])) for k in (kept[0] if kept else {})}
     return Row(job.name, job.kind, job.world, med, predicted, 100.0 * (predicted - med) / med,
-               100.0 * float(p90 - p10) / med, quiet * factor, foreign, parts,
-               [float(s) for s in samples], phases, factor, raw, tries, best_key[0])
+               100.0 * float(p90 - p10) / med, quiet * factor, result["foreign_cores"], parts,
+               [float(s) for s in samples], phases, factor, raw, len(runs), run.disturbed,
+               [100.0 * (r.ratio - 1.0) for r in runs], run.drift, [r.disturbed for r in runs])
 
 
 MEASURE_S = 4.0                # measured steps of a job span about this long
@@ -222,27 +261,39 @@ def steps_for(job: Job, profile) -> int:
     return int(min(400, max(job.steps, round(MEASURE_S / max(t, 1e-4)))))
 
 
+ROUNDS = 3                     # runs of every job, interleaved with the other jobs'
+EXTRA_RUNS = 2                 # more runs of a job while every run of it was disturbed
+
+
 def validate_local(profile_path: str | None = None, *, quick: bool = False, jobs=None,
                    progress=None, timeout_s: float = 300.0,
-                   attempts: int | None = None) -> LocalReport:
-    """Run every job (default :func:`default_jobs`) and return the report; ``attempts``
-    runs per job, the least disturbed kept (default 2, 1 with ``quick``), and up to 2 more
-    while all were disturbed (none with ``quick``)."""
-    attempts = attempts or (1 if quick else 2)
-    extra = 0 if quick else 2
+                   rounds: int | None = None) -> LocalReport:
+    """Run every job (default :func:`default_jobs`) ``rounds`` times (default ``ROUNDS``, 1
+    with ``quick``), round by round so that each job's runs lie minutes apart, then up to
+    ``EXTRA_RUNS`` more of a job whose every run was disturbed (none with ``quick``); each
+    row reports the job's median run (:func:`median_run`)."""
+    rounds = rounds or (1 if quick else ROUNDS)
     from ..calibrate.profile import load_profile
     path = profile_path or DEFAULT_PROFILE
     profile, dropped = robust_profile(load_profile(path, file_key="--profile"))
     report = LocalReport(profile=path, cores=os.cpu_count() or 1, loadavg_before=_loadavg(),
                          dropped_gemm=[f"{r['m']:g}x{r['n']:g}x{r['k']:g} {r['dtype']} "
                                        f"{r['flops_per_s'] / 1e9:.2f} GFLOP/s" for r in dropped])
-    for job in jobs if jobs is not None else default_jobs(quick):
-        if not quick:
-            job = replace(job, steps=steps_for(job, profile))
-        if progress:
-            progress(job)
-        report.rows.append(measure_row(job, profile, timeout_s=timeout_s, attempts=attempts,
-                                       extra_attempts=extra))
+    jobs = list(jobs if jobs is not None else default_jobs(quick))
+    if not quick:
+        jobs = [replace(job, steps=steps_for(job, profile)) for job in jobs]
+    runs: dict[str, list[Run]] = {job.name: [] for job in jobs}
+    for round_no in range(rounds):
+        for job in jobs:
+            if progress:
+                progress(job, round_no, rounds)
+            runs[job.name].append(run_once(job, profile, timeout_s=timeout_s))
+    for job in jobs if not quick else ():
+        while len(runs[job.name]) < rounds + EXTRA_RUNS and all(r.disturbed for r in runs[job.name]):
+            if progress:
+                progress(job, len(runs[job.name]), rounds)
+            runs[job.name].append(run_once(job, profile, timeout_s=timeout_s))
+    report.rows = [make_row(job, profile, runs[job.name]) for job in jobs]
     report.loadavg_after = _loadavg()
     return report
 
@@ -254,14 +305,17 @@ def format_table(report: LocalReport) -> str:
     lines = [f"profile {report.profile}; {report.cores} cores; load average "
              f"{_fmt_load(report.loadavg_before)} before, {_fmt_load(report.loadavg_after)} after",
              f"{'job':<{w}}  {'procs':>5}  {'measured':>10}  {'predicted':>10}  {'error':>8}  "
-             f"{'spread':>7}  {'foreign':>7}  {'speed':>6}  {'profile pred':>12}"]
+             f"{'spread':>7}  {'foreign':>7}  {'speed':>6}  {'profile pred':>12}  each run"]
     for r in report.rows:
         lines.append(f"{r.name:<{w}}  {r.processes:>5}  {r.measured_s * 1e3:>8.2f}ms  "
                      f"{r.predicted_s * 1e3:>8.2f}ms  {r.error_pct:>+7.1f}%  {r.spread_pct:>6.1f}%  "
                      f"{r.foreign_cores:>7.2f}  {r.speed_factor:>6.2f}  "
-                     f"{r.predicted_profile_s * 1e3:>10.2f}ms")
+                     f"{r.predicted_profile_s * 1e3:>10.2f}ms  "
+                     + " ".join(f"{e:+.0f}" + ("*" if hit else "")
+                                for e, hit in zip(r.run_errors_pct, r.run_disturbed)))
     lines.append("speed: the profile's one-thread GEMM rate / the rate measured alone just "
-                 "before and after the job (> 1: slower now); predicted = profile pred x speed")
+                 "before, during and after the job (> 1: slower now); predicted = profile pred x "
+                 "speed; each run: its error % (* disturbed), the row shows the median run")
     lines.append(f"median |error| {report.median_abs_pct_error:.1f} %, "
                  f"worst {report.max_abs_pct_error:.1f} % ({len(report.rows)} jobs)")
     lines.extend(f"warning: {w_}" for w_ in report.warnings())
@@ -306,9 +360,12 @@ def run(args) -> int:
     if isinstance(out_dir, str) and out_dir and not os.path.isdir(out_dir):
         raise ScenarioError("directory does not exist", file=out_dir, key="--local")
 
-    def progress(job):
+    def progress(job, run_no, rounds):
         if not quiet:
-            print(f"running {job.name} ({job.world} processes)", file=sys.stderr, flush=True)
+            which = (f"run {run_no + 1} of {rounds}" if run_no < rounds else
+                     f"run {run_no + 1}: every run so far was disturbed")
+            print(f"running {job.name} ({job.world} processes), {which}", file=sys.stderr,
+                  flush=True)
     try:
         report = validate_local(getattr(args, "profile", None), quick=getattr(args, "quick", False),
                                 progress=progress)

@@ -90,7 +90,7 @@ def run_job(job, rank, world, dist, torch):
     times = []
     kind = job["kind"]
     phases = job.setdefault("_phases", [])
-    monitor = _Monitor(job, rank)
+    monitor = _Monitor(job, rank, world, dist)
     if kind == "dp":
         x, y = _batch(job, rank, np)
         for _ in range(steps):
@@ -135,7 +135,8 @@ def run_job(job, rank, world, dist, torch):
         else:
             x, y = _batch(job, rank, np)
             tflat = torch.from_numpy(flat)
-            for _ in range(steps):
+            for i in range(steps):
+                monitor.tick(i)
                 _, grads = mlp.loss_and_grads(params, x, y)
                 g = np.concatenate([grads[k].ravel() for k in keys])
                 dist.send(torch.from_numpy(g), dst=0)
@@ -197,17 +198,28 @@ def run_job(job, rank, world, dist, torch):
 
 
 class _Monitor:
-    """On rank 0: cores used by processes other than this job's workers during the measured
-    steps (:class:`parsim.calibrate.noise.CpuMonitor`; pids from ``job["_pids_file"]``)."""
+    """Every rank calls :meth:`tick` at the top of each step. Halfway through the measured
+    steps all ranks meet at a barrier while rank 0 probes the machine's speed
+    (:func:`probe_rates`) alone: a probe beside ranks still computing would time the
+    sharing of the cores, not the machine. On rank 0 it also counts the cores used by
+    processes other than this job's workers during the measured steps
+    (:class:`parsim.calibrate.noise.CpuMonitor`; pids from ``job["_pids_file"]``)."""
 
-    def __init__(self, job, rank):
-        self.job, self.on, self.mon = job, rank == 0 and job.get("_pids_file"), None
+    def __init__(self, job, rank, world=1, dist=None):
+        self.job, self.rank, self.world, self.dist = job, rank, world, dist
+        self.on, self.mon = rank == 0 and job.get("_pids_file"), None
+        self.probed = False
 
     def tick(self, done: int) -> None:
-        if self.on and done == self.job["warmup"] + self.job["steps"] // 2 \
-                and "_probe_middle" not in self.job:
-            import numpy as np     # halfway: the machine's speed in the middle of the run
-            self.job["_probe_middle"] = probe_rates(np)
+        if done == self.job["warmup"] + self.job["steps"] // 2 and not self.probed:
+            self.probed = True
+            if self.world > 1:
+                self.dist.barrier()
+            if self.rank == 0:
+                import numpy as np     # halfway: the machine's speed in the middle of the run
+                self.job["_probe_middle"] = probe_rates(np)
+            if self.world > 1:
+                self.dist.barrier()
         if self.on and done == self.job["warmup"] and self.mon is None:
             from ..calibrate.noise import CpuMonitor
             try:
