@@ -174,6 +174,9 @@ def test_compare_two_runs_gives_bandwidth_ratios_at_large_messages(tmp_path):
     assert got["worst_fit"] == pytest.approx(0.25)
     text = format_agreement(got, "b.toml", "a.toml")
     assert "fit 1.25" in text and f"largest difference {got['worst']:.0%}" in text
+    from parsim.calibrate import compare
+    assert compare.main([str(tmp_path / "b" / "profile.toml"), str(tmp_path / "a" / "profile.toml")]) == 0
+    assert compare.main([str(tmp_path / "b" / "profile.toml"), str(tmp_path / "nope.toml")]) == 2
 
 
 def test_compare_with_a_missing_profile_is_one_line_before_any_measuring(run_cli, tmp_path):

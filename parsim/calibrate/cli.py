@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "a full run adds rounds until they span 3 minutes)")
     parser.add_argument("--compare", metavar="OLD.toml",
                         help="afterwards, compare the large-message bandwidths with this "
-                             "earlier profile of the same machine")
+                             "earlier profile of the same machine (under torchrun or mpiexec: "
+                             "python -m parsim.calibrate.compare NEW.toml OLD.toml)")
 
 
 def options_from_args(args):

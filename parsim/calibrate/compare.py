@@ -1,4 +1,7 @@
-"""Do two calibrations of the same machine agree? (``parsim calibrate --compare OLD.toml``)
+"""Do two calibrations of the same machine agree?
+
+    parsim calibrate -o NEW.toml --compare OLD.toml      # calibrate, then compare
+    python -m parsim.calibrate.compare NEW.toml OLD.toml # two files made before (torchrun, MPI)
 
 Large messages are where a profile's bandwidth lives, so the check compares, per backend,
 operation and group size, the algorithm bandwidth S / t of every message of 16 MiB or more
@@ -12,9 +15,12 @@ when they differ by more.
 """
 from __future__ import annotations
 
+import argparse
 import math
+import sys
 
-from .profile import Profile
+from ..errors import ParsimError
+from .profile import Profile, load_profile
 
 LARGE_BYTES = 16 * 2**20
 
@@ -57,3 +63,22 @@ def format_agreement(result: dict, new_path: str, old_path: str) -> str:
     lines.append(f"  largest difference {result['worst']:.0%} (fitted bandwidths: "
                  f"{result['worst_fit']:.0%})")
     return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m parsim.calibrate.compare",
+                                 description="large-message bandwidths of two profiles")
+    ap.add_argument("new", metavar="NEW.toml")
+    ap.add_argument("old", metavar="OLD.toml")
+    args = ap.parse_args(argv)
+    try:
+        new, old = load_profile(args.new, file_key="NEW.toml"), load_profile(args.old, file_key="OLD.toml")
+    except ParsimError as err:
+        print(f"parsim: error: {err}", file=sys.stderr)
+        return 2
+    print(format_agreement(agreement(new, old), args.new, args.old))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
