@@ -32,6 +32,9 @@ Defaults and rules (each a property of the framework or the model family, not of
   (Dao et al. 2022, arXiv:2205.14135); Megatron-LM before Megatron-Core and the 2022
   Megatron-DeepSpeed fork ran unfused attention (fused softmax only). Rows whose framework
   note names FlashAttention, Megatron-Core, NeMo or Transformer Engine use it.
+* NeMo rows: a distributed optimizer (``zero`` 1) and sequence parallelism with tensor
+  parallelism, as every NeMo training configuration of those models sets
+  (``DISTRIBUTED_OPTIMIZER_FRAMEWORKS``).
 * Pipeline stages when ``pp`` does not divide the layers: DeepSpeed's balanced partition
   (:func:`_stage_layers`).
 * Cluster: ``dgx-a100`` for A100 rows, ``dgx-h100`` for H100/H200 rows, and for V100 (DGX-2:
@@ -95,6 +98,32 @@ def _pipeline_p2p(row) -> dict:
     if "megatron-lm" in fw and not any(n in fw for n in ("megatron-core", "nemo")):
         return {"pipeline_p2p": "paired"}
     return {}
+
+
+# NeMo's training configurations (NVIDIA/NeMo-Framework-Launcher, launcher_scripts/conf/
+# training: gpt3/175b_fp8_performance.yaml, llama/llama3_70b.yaml, llama/llama3_8b.yaml, the
+# models of the NeMo 24.07 performance rows) all run a distributed optimizer with its gradient
+# reduce-scatter and parameter all-gather overlapped (``optim.name`` distributed_fused_adam,
+# Apex's ZeRO-2-style optimizer, or mcore_distributed_optim, Megatron-Core's; both shard the
+# optimizer state: ``zero`` 1 is what they share) and set ``sequence_parallel: true`` wherever
+# tensor parallelism is on. Rows leaving these columns empty take them.
+DISTRIBUTED_OPTIMIZER_FRAMEWORKS = ("nemo",)
+
+
+def _zero(row) -> int:
+    stated = _int(row, "zero")
+    if stated is not None:
+        return stated
+    fw = _framework(row)
+    return 1 if any(name in fw for name in DISTRIBUTED_OPTIMIZER_FRAMEWORKS) else DEFAULTS["zero"]
+
+
+def _sequence_parallel(row, tp: int) -> bool:
+    stated = _int(row, "sequence_parallel")
+    if stated is not None:
+        return stated == 1
+    fw = _framework(row)
+    return tp > 1 and any(name in fw for name in DISTRIBUTED_OPTIMIZER_FRAMEWORKS)
 
 
 # NCCL over Intel Omni-Path on Jean Zay's A100 partition (the BLOOM rows), as measured there
@@ -341,8 +370,7 @@ def _scenario(row: dict) -> dict:
                 "overlap_grad_reduce": _overlap_grad_reduce(row),
                 "overlap_param_gather": _overlap_grad_reduce(row), **_attention(row)}
     parallel = {"tp": tp, "pp": pp, "cp": cp, "dp": dp,
-                "zero": _int(row, "zero", DEFAULTS["zero"]),
-                "sequence_parallel": _int(row, "sequence_parallel", 0) == 1}
+                "zero": _zero(row), "sequence_parallel": _sequence_parallel(row, tp)}
     parallel.update(_pipeline_p2p(row))
     ep = _int(row, "ep", DEFAULTS["ep"])
     if ep > 1:
