@@ -187,6 +187,7 @@ def test_calibrate_then_validate_end_to_end_with_two_processes(tmp_path):
         assert LR.run(args) == 0                                  # what `parsim validate --local` runs
     data = json.loads(buf.getvalue())
     assert data["profile"] == str(out) and data["cores"] >= 1 and "loadavg_before" in data
+    assert data["foreign_cores_before"] is None or data["foreign_cores_before"] >= 0.0
     clean, _ = L.robust_profile(prof)
     assert [r["name"] for r in data["rows"]] == [j.name for j in jobs]
     for row, job in zip(data["rows"], jobs):
@@ -208,6 +209,14 @@ def test_calibrate_then_validate_end_to_end_with_two_processes(tmp_path):
     assert data["max_abs_pct_error"] == pytest.approx(max(errs))
     assert (tmp_path / "v.png").stat().st_size > 1000
     assert json.loads((tmp_path / "local_runs.json").read_text())["rows"] == data["rows"]
+
+
+def test_busy_machine_warning_comes_from_other_programs_not_the_load_average():
+    rep = LR.LocalReport(profile="p.toml", cores=2, loadavg_before=2.4, loadavg_after=2.5,
+                         foreign_cores_before=0.05)
+    assert rep.warnings() == []          # a decaying load average from an earlier run
+    rep.foreign_cores_before = 0.9
+    assert "other programs used 0.90 of 2 cores" in rep.warnings()[0]
 
 
 def _run(ratio, disturbed=False, drift=0.0):

@@ -112,6 +112,7 @@ class LocalReport:
     loadavg_before: float | None = None
     loadavg_after: float | None = None
     dropped_gemm: list = field(default_factory=list)
+    foreign_cores_before: float | None = None
 
     @property
     def abs_errors(self):
@@ -126,13 +127,14 @@ class LocalReport:
         return float(max(self.abs_errors)) if self.rows else math.nan
 
     def warnings(self) -> list[str]:
-        # only the load found before the first job: the load average after it counts the
-        # jobs' own processes (3 on 2 cores leave it near 2.5)
-        load = self.loadavg_before or 0.0
+        # what other programs used in the second before the first job: the load averages
+        # also count the jobs' own processes (3 on 2 cores leave them near 2.5), and decay
+        # over minutes after a previous run
         out = []
-        if load > 0.5 * self.cores:
-            out.append(f"load average {load:.2f} on {self.cores} cores before the jobs: other "
-                       "processes compete with them; measured times (and spreads) are inflated")
+        busy = self.foreign_cores_before
+        if busy is not None and busy > 0.5:
+            out.append(f"other programs used {busy:.2f} of {self.cores} cores just before the "
+                       "jobs: they compete with them; measured times (and spreads) are inflated")
         hit = [r.name for r in self.rows if r.disturbed]
         if hit:
             out.append(f"other programs held > {FOREIGN_CORES_MAX} core in every run of: "
@@ -145,6 +147,7 @@ class LocalReport:
     def to_json(self) -> dict:
         return {"profile": self.profile, "cores": self.cores, "dropped_gemm": self.dropped_gemm,
                 "loadavg_before": self.loadavg_before, "loadavg_after": self.loadavg_after,
+                "foreign_cores_before": self.foreign_cores_before,
                 "median_abs_pct_error": self.median_abs_pct_error,
                 "max_abs_pct_error": self.max_abs_pct_error, "warnings": self.warnings(),
                 "rows": [r.to_json() for r in self.rows]}
@@ -155,6 +158,17 @@ def _loadavg():
         return float(os.getloadavg()[0])
     except (OSError, AttributeError):
         return None
+
+
+def _foreign_cores(seconds: float) -> float | None:
+    """Cores other programs used over ``seconds`` of this process sleeping (/proc
+    accounting, :class:`parsim.calibrate.noise.CpuMonitor`); None where unavailable."""
+    import time
+    from ..calibrate.noise import CpuMonitor
+    monitor = CpuMonitor([os.getpid()])
+    monitor.start()
+    time.sleep(seconds)
+    return monitor.stop()
 
 
 FOREIGN_CORES_MAX = 0.25       # a run during which others held more cores is disturbed
@@ -279,6 +293,7 @@ def validate_local(profile_path: str | None = None, *, quick: bool = False, jobs
     report = LocalReport(profile=path, cores=os.cpu_count() or 1, loadavg_before=_loadavg(),
                          dropped_gemm=[f"{r['m']:g}x{r['n']:g}x{r['k']:g} {r['dtype']} "
                                        f"{r['flops_per_s'] / 1e9:.2f} GFLOP/s" for r in dropped])
+    report.foreign_cores_before = _foreign_cores(0.2 if quick else 1.0)
     jobs = list(jobs if jobs is not None else default_jobs(quick))
     if not quick:
         jobs = [replace(job, steps=steps_for(job, profile)) for job in jobs]
@@ -302,7 +317,8 @@ def validate_local(profile_path: str | None = None, *, quick: bool = False, jobs
 
 def format_table(report: LocalReport) -> str:
     w = max([len(r.name) for r in report.rows] + [3])
-    lines = [f"profile {report.profile}; {report.cores} cores; load average "
+    lines = [f"profile {report.profile}; {report.cores} cores; other programs used "
+             f"{_fmt_load(report.foreign_cores_before)} cores just before; load average "
              f"{_fmt_load(report.loadavg_before)} before, {_fmt_load(report.loadavg_after)} after",
              f"{'job':<{w}}  {'procs':>5}  {'measured':>10}  {'predicted':>10}  {'error':>8}  "
              f"{'spread':>7}  {'foreign':>7}  {'speed':>6}  {'profile pred':>12}  each run"]
