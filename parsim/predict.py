@@ -15,7 +15,8 @@ ENGINES = ("auto", "analytical", "des")
 
 
 def device_for(sc: Scenario, profile: str | None = None):
-    """The scenario's device preset, refined by a calibrated profile when one is given."""
+    """The scenario's device preset, refined by a calibrated profile when one is given, with
+    the attention kernel ``training.attention_kernel`` names (:meth:`Device.with_attention_kernel`)."""
     device = hardware.get_device(sc.gpu, file=sc.file, key="cluster.gpu")
     path = profile or sc.cluster.get("profile")
     if path:
@@ -25,7 +26,7 @@ def device_for(sc: Scenario, profile: str | None = None):
             p = Path(sc.base_dir) / p
         prof = load_profile(p)
         device = device.with_overrides(prof.device, file=str(p))
-    return device
+    return device.with_attention_kernel(sc.training.attention_kernel, file=sc.file)
 
 
 def cluster_for(sc: Scenario):

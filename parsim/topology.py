@@ -74,6 +74,7 @@ import numpy as np
 
 from .atomic import write_via
 from .errors import ParsimError, ScenarioError, did_you_mean, one_of
+from .maxmin import max_min_rates
 from .topologies_builtin import KINDS, REQUIRED, BadValue, Router
 from .units import parse_bandwidth, parse_time
 
@@ -138,7 +139,6 @@ class Cluster:
     def fair_rates_Bps(self, pairs) -> list[float]:
         """Max-min fair rate of every flow (progressive filling, :mod:`parsim.maxmin`), in
         the order given; ``math.inf`` for a flow that crosses no edge."""
-        from .maxmin import max_min_rates
         adj = self.graph.adj
         routes = [self.route(s, d) for s, d in pairs]
         index = {}

@@ -273,14 +273,13 @@ def _measure_group(comm, group, g: int, plan: CommPlan, local_pids, tick) -> lis
         elapsed = time.perf_counter() - t_start
         if comm.rank == 0:
             foreign.append(monitor.stop())
-            clean = sum(c is None or c <= noise.FOREIGN_CORES_MAX for c in foreign)
+            clean = sum(noise.clean(c) for c in foreign)
             rounds = len(kept_t)
             more = ((clean < plan.repeats and rounds < 2 * plan.repeats)
                     or (elapsed < group_min_s and rounds < max_rounds))
             more = more and (group_min_s <= 0 or elapsed < 2 * group_min_s)
         more = comm.bcast_flag(more, grp)
-        frac = min(1.0, max(len(kept_t) / plan.repeats if group_min_s <= 0 else 0.0,
-                            elapsed / group_min_s if group_min_s > 0 else 0.0))
+        frac = min(1.0, elapsed / group_min_s if group_min_s > 0 else len(kept_t) / plan.repeats)
         tick(len(items) * plan.repeats * frac - ticked)
         ticked = len(items) * plan.repeats * frac
     n_rounds = len(kept_t)
@@ -290,8 +289,7 @@ def _measure_group(comm, group, g: int, plan: CommPlan, local_pids, tick) -> lis
     keep = _kept(foreign, plan.repeats) if comm.rank == 0 else list(range(n_rounds))
     all_t, all_cpu = all_t[:, keep], all_cpu[:, keep]
     discarded = n_rounds - len(keep)
-    kept_dirty = sum(1 for r in keep if comm.rank == 0 and foreign[r] is not None
-                     and foreign[r] > noise.FOREIGN_CORES_MAX)
+    kept_dirty = sum(1 for r in keep if comm.rank == 0 and not noise.clean(foreign[r]))
     slowest = all_t.max(axis=0)                              # (repeats, items)
     cpu = np.median(all_cpu, axis=1).max(axis=0)             # busiest rank, per item
     rows = []
@@ -319,7 +317,7 @@ MAX_ROUNDS_FACTOR = 20           # at most 20 x repeats rounds per group, howeve
 def _kept(foreign: list, repeats: int) -> list[int]:
     """Rounds to keep: every undisturbed round when there are at least ``repeats`` of them,
     else the ``repeats`` least disturbed (:func:`keep_rounds`); in run order."""
-    clean = [r for r, c in enumerate(foreign) if c is None or c <= noise.FOREIGN_CORES_MAX]
+    clean = [r for r, c in enumerate(foreign) if noise.clean(c)]
     return clean if len(clean) >= repeats else keep_rounds(foreign, repeats)
 
 

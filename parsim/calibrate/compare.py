@@ -20,9 +20,7 @@ import math
 import sys
 
 from ..errors import ParsimError
-from .profile import Profile, load_profile
-
-LARGE_BYTES = 16 * 2**20
+from .profile import LARGE_MESSAGE_BYTES, Profile, load_profile
 
 
 def agreement(new: Profile, old: Profile) -> dict:
@@ -30,7 +28,7 @@ def agreement(new: Profile, old: Profile) -> dict:
     ``fits``: {(backend, op, ranks): new fitted large-message bandwidth / old};
     ``worst``: the largest |ratio - 1| over ``points``, ``worst_fit`` over ``fits`` (nan
     when nothing is shared)."""
-    points = new.bandwidth_ratios(old, min_bytes=LARGE_BYTES)
+    points = new.bandwidth_ratios(old)
     theirs = {(c.backend, c.op, c.ranks): c for c in old.collectives}
     fits = {}
     for c in new.collectives:
@@ -53,7 +51,8 @@ def format_agreement(result: dict, new_path: str, old_path: str) -> str:
     """A few lines: per operation the fitted bandwidth and the per-message ratios."""
     if not result["points"] and not result["fits"]:
         return f"  compare: {new_path} and {old_path} share no communication measurements"
-    lines = [f"  compare with {old_path} (bandwidth here / there, messages >= 16 MiB):"]
+    lines = [f"  compare with {old_path} (bandwidth here / there, messages >= "
+             f"{LARGE_MESSAGE_BYTES / 2**20:.0f} MiB):"]
     for key, fit in sorted(result["fits"].items()):
         backend, op, ranks = key
         pts = sorted((s, r) for (b, o, n, s), r in result["points"].items()

@@ -31,6 +31,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..cost.compute import attention_flops
 from . import noise
 
 CPU_SHAPES = {
@@ -252,7 +253,7 @@ def attention_benches(grid: str, torch, dev) -> list[Bench]:
         q, k, v = (torch.randn(b, h, s, d, device=dev, dtype=torch.bfloat16) for _ in range(3))
         out.append(Bench(f"attention bf16 {b}x{h}x{s}x{d}", "attention",
                          lambda q=q, k=k, v=v: sdpa(q, k, v, is_causal=True),
-                         4.0 * b * h * s * s * d / 2,
+                         attention_flops(b, h, s, d, causal=True),
                          {"batch": b, "heads": h, "seq": s, "head_dim": d, "dtype": "bf16",
                           "causal": True}))
     return out
@@ -294,7 +295,7 @@ def _measure(benches, repeats, target_s, sync, progress, seed, threads_for) -> d
     rounds, foreign = [], []
     if progress:
         progress.update(0, repeats * len(benches))
-    while sum(_clean(c) for c in foreign) < repeats and len(rounds) < 2 * repeats:
+    while sum(noise.clean(c) for c in foreign) < repeats and len(rounds) < 2 * repeats:
         monitor.start()
         round_samples = {}
         for i in rng.permutation(len(benches)):
@@ -315,12 +316,8 @@ def _measure(benches, repeats, target_s, sync, progress, seed, threads_for) -> d
         for i, t in rounds[r].items():
             benches[i].samples.append(t)
     return {"rounds": len(rounds), "discarded_rounds": len(rounds) - len(keep),
-            "kept_contaminated_rounds": sum(not _clean(foreign[r]) for r in keep),
+            "kept_contaminated_rounds": sum(not noise.clean(foreign[r]) for r in keep),
             "foreign_cores_max": max((c for c in foreign if c is not None), default=0.0)}
-
-
-def _clean(cores) -> bool:
-    return cores is None or cores <= noise.FOREIGN_CORES_MAX
 
 
 def keep_rounds(foreign: list, repeats: int) -> list[int]:

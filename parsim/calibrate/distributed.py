@@ -97,7 +97,7 @@ def calibrate_distributed(opts) -> int:
     comp, comp_info = session._measure_compute(opts, torch if cuda else None)
     meta = session.host_meta(torch, cuda)
     meta.update(repeats=plan.repeats, grid=opts.grid, comm_backend=backend, world_size=comm.size,
-                local_world_size=local_world, launcher=launcher or "torchrun", run_s=round(time.monotonic() - t_start, 1))
+                local_world_size=local_world, launcher=launcher, run_s=round(time.monotonic() - t_start, 1))
     loads = {"loadavg_start": load_start, "loadavg_end": noise.load_average(),
              "reference_s_before": ref_before, "reference_s_after": noise.reference_s()}
     profile = session.build_profile(meta, comp, comp_info, rows, loads, opts.warnings,

@@ -25,6 +25,12 @@ import numpy as np
 FOREIGN_CORES_MAX = 0.25       # cores used by other processes before a round counts as contaminated
 
 
+def clean(cores) -> bool:
+    """True if a round during which other processes used ``cores`` (None: unknown) counts
+    as undisturbed."""
+    return cores is None or cores <= FOREIGN_CORES_MAX
+
+
 def spread(samples) -> float:
     """(p90 - p10) / median of ``samples``; 0 for fewer than two."""
     x = np.asarray(samples, dtype=float)

@@ -40,6 +40,8 @@ _TOP_KEYS = ("meta", "device", "gemm", "memory", "collective", "attention")
 _GEMM_KEYS = ("m", "n", "k", "dtype", "time_s", "flops_per_s", "spread")
 
 
+LARGE_MESSAGE_BYTES = 16 * 2**20   # from here on a message measures bandwidth, not latency
+
 def normalize_op(op: str) -> str:
     key = op.lower().replace("-", "_")
     return _OP_ALIASES.get(key.replace("_", ""), key)
@@ -99,7 +101,7 @@ class Profile:
                 return c.time_at(float(size_bytes)) if size_bytes > 0 else 0.0
         return None
 
-    def bandwidth_ratios(self, other: "Profile", *, min_bytes: float = 16 * 2**20) -> dict:
+    def bandwidth_ratios(self, other: "Profile", *, min_bytes: float = LARGE_MESSAGE_BYTES) -> dict:
         """algbw (S/t) of this profile over ``other``'s, per (backend, op, ranks, size) that
         both measured at ``min_bytes`` or more: the check that two runs agree."""
         theirs = {(c.backend, c.op, c.ranks, s): t for c in other.collectives

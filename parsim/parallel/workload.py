@@ -92,9 +92,8 @@ def chunk_costs(sc: Scenario, device, cluster, layers: int, first: bool, last: b
     """Costs of ``layers`` transformer layers (+ embedding / logits at the ends)."""
     m, t, p = sc.model, sc.training, sc.parallel
     b, s = t.micro_batch, m.seq_len // p.cp
-    attn_device = device.with_attention_kernel(t.attention_kernel, file=sc.file)
     lt = compute.transformer_layer_times(
-        attn_device, micro_batch=b, seq=s, hidden=m.hidden, heads=m.heads, kv_heads=m.kv_heads,
+        device, micro_batch=b, seq=s, hidden=m.hidden, heads=m.heads, kv_heads=m.kv_heads,
         ffn_hidden=m.ffn_hidden * min(m.experts_per_token, m.num_experts),
         gated_mlp=m.gated_mlp, tp=p.tp, dtype=_compute_dtype(sc),
         sequence_parallel=p.sequence_parallel, flash=t.flash_attention,
@@ -112,9 +111,10 @@ def chunk_costs(sc: Scenario, device, cluster, layers: int, first: bool, last: b
     fwd, bwd = fwd * layers, bwd * layers
     flops = tfm.layer_fwd_flops(m, b, m.seq_len) / (p.tp * p.cp) * layers
     if last:
-        lg = compute.gemm_time_s(device, b * s, -(-m.vocab // p.tp), m.hidden,
+        vocab_tp = -(-m.vocab // p.tp)
+        lg = compute.gemm_time_s(device, b * s, vocab_tp, m.hidden,
                                  _logits_dtype(sc)) / device.sustained_frac
-        logits = b * s * -(-m.vocab // p.tp)
+        logits = b * s * vocab_tp
         fwd = fwd + lg + compute.memory_time_s(device, logits * CE_FWD_BYTES)
         bwd = bwd + 2 * lg + compute.memory_time_s(device, logits * CE_BWD_BYTES)
         flops += tfm.logits_fwd_flops(m, b, m.seq_len) / (p.tp * p.cp)

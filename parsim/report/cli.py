@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ..errors import ParsimError
 from . import plots
-from .markdown import to_html, to_markdown, write_atomic
+from ..atomic import write_text
+from .markdown import to_html, to_markdown
 from .text import fmt_bytes, fmt_time, render
 
 
@@ -71,8 +72,8 @@ def write_report(sc, folder: Path, *, gpus=None, workers=1, quiet=True) -> None:
 
 
 def _write(blocks, folder, title):
-    write_atomic(folder / "report.md", to_markdown(blocks))
-    write_atomic(folder / "report.html", to_html(blocks, folder, title))
+    write_text(folder / "report.md", to_markdown(blocks))
+    write_text(folder / "report.html", to_html(blocks, folder, title))
 
 
 def _memory_section(sc, folder):

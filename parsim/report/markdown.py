@@ -10,8 +10,6 @@ import base64
 import html
 from pathlib import Path
 
-from ..atomic import write_text
-
 
 def to_markdown(blocks) -> str:
     out = []
@@ -55,7 +53,3 @@ def to_html(blocks, folder, title: str) -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
-
-def write_atomic(path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (:func:`parsim.atomic.write_text`)."""
-    write_text(path, text)

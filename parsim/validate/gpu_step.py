@@ -109,11 +109,11 @@ def measure(torch, size: str, device: str, *, steps: int = 10, warmup: int = 3) 
         opt.zero_grad(set_to_none=True)
         sync()
         times.append(time.perf_counter() - t0)
+    from ..calibrate.noise import spread
     kept = np.array(times[warmup:])
-    p10, p90 = np.percentile(kept, [10, 90])
     med = float(np.median(kept))
     n_params = sum(p.numel() for p in model.parameters())
-    return {"measured_s": med, "spread_pct": 100.0 * float(p90 - p10) / med,
+    return {"measured_s": med, "spread_pct": 100.0 * spread(kept),
             "samples_s": [float(t) for t in kept], "params": int(n_params)}
 
 
@@ -135,11 +135,10 @@ def scenario(size: str, gpu: str, profile: str | None) -> dict:
 
 
 def predict_s(size: str, gpu: str, profile: str | None) -> float:
-    from ..engines import analytical
-    from ..predict import cluster_for, device_for
+    from ..predict import predict
     from ..scenario import scenario_from_dict
-    sc = scenario_from_dict(scenario(size, gpu, profile), file=None)
-    return analytical.run(sc, device_for(sc), cluster_for(sc)).step_time_s
+    return predict(scenario_from_dict(scenario(size, gpu, profile), file=None),
+                   engine="analytical").step_time_s
 
 
 def gpu_preset(torch) -> str:

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..atomic import write_text
+# a run during which others held more cores is disturbed, as a calibration round is
+from ..calibrate.noise import FOREIGN_CORES_MAX
 from ..errors import ScenarioError
 from .local_model import DEFAULT_PROFILE, Job, default_jobs, predict, robust_profile
 
@@ -171,9 +173,6 @@ def _foreign_cores(seconds: float) -> float | None:
     return monitor.stop()
 
 
-FOREIGN_CORES_MAX = 0.25       # a run during which others held more cores is disturbed
-
-
 def speed_factor(profile, probe: dict | None) -> tuple[float, float]:
     """(factor, drift) of a run's probes (:func:`parsim.validate.local_worker.probe_rates`
     before, halfway through and after the job): ``factor`` = geometric mean over probes and
@@ -259,9 +258,12 @@ def make_row(job: Job, profile, runs: list[Run]) -> Row:
     kept = result.get("phases", [])[result["warmup"]:]
     phases = {k: float(np.median([p[k] for p in kept])) for k in (kept[0] if kept else {})}
     return Row(job.name, job.kind, job.world, med, predicted, 100.0 * (predicted - med) / med,
-               100.0 * float(p90 - p10) / med, quiet * factor, result["foreign_cores"], parts,
-               [float(s) for s in samples], phases, factor, raw, len(runs), run.disturbed,
-               [100.0 * (r.ratio - 1.0) for r in runs], run.drift, [r.disturbed for r in runs])
+               100.0 * float(p90 - p10) / med, predicted_quiet_s=quiet * factor,
+               foreign_cores=result["foreign_cores"], parts=parts,
+               samples_s=[float(s) for s in samples], phases=phases, speed_factor=factor,
+               predicted_profile_s=raw, runs=len(runs), disturbed=run.disturbed,
+               run_errors_pct=[100.0 * (r.ratio - 1.0) for r in runs], speed_drift=run.drift,
+               run_disturbed=[r.disturbed for r in runs])
 
 
 MEASURE_S = 4.0                # measured steps of a job span about this long

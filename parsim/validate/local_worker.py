@@ -22,8 +22,8 @@ Jobs (``job["kind"]``), all float32, SGD, seeded weights and one fixed batch per
 
 Rank 0 records the wall time of every step (all ranks run in lockstep: the step ends in a
 collective or a receive) and its phases (dp: compute, comm, update; ps server: push, update,
-pull; pp stage 0: forwards, waits for gradients, backwards, update) and writes ``{"step_s": [...], "warmup": n}`` to RESULT.json. Before and after the job rank 0 times
-a few one-thread GEMMs alone (:func:`probe_rates`): how fast the machine was while the job
+pull; pp stage 0: forwards, waits for gradients, backwards, update) and writes ``{"step_s": [...], "warmup": n}`` to RESULT.json. Before, halfway through and after the job
+rank 0 times a few one-thread GEMMs alone (:func:`probe_rates`): how fast the machine was while the job
 ran, against the profile's calibration.
 """
 from __future__ import annotations
@@ -212,14 +212,8 @@ class _Monitor:
 
     def tick(self, done: int) -> None:
         if done == self.job["warmup"] + self.job["steps"] // 2 and not self.probed:
-            self.probed = True
-            if self.world > 1:
-                self.dist.barrier()
-            if self.rank == 0:
-                import numpy as np     # halfway: the machine's speed in the middle of the run
-                self.job["_probe_middle"] = probe_rates(np)
-            if self.world > 1:
-                self.dist.barrier()
+            self.probed = True     # halfway: the machine's speed in the middle of the run
+            self.job["_probe_middle"] = _probe(self.rank, self.world, self.dist)
         if self.on and done == self.job["warmup"] and self.mon is None:
             from ..calibrate.noise import CpuMonitor
             try:
@@ -264,8 +258,11 @@ def probe_rates(np) -> dict:
 
 
 def _probe(rank, world, dist):
-    """Rank 0 probes while the others wait at a barrier (so it runs alone)."""
+    """Rank 0 probes (:func:`probe_rates`) while the others wait between two barriers, so it
+    runs alone; its rates on rank 0, None elsewhere."""
     import numpy as np
+    if world > 1:
+        dist.barrier()
     rates = probe_rates(np) if rank == 0 else None
     if world > 1:
         dist.barrier()
@@ -288,8 +285,6 @@ def main(argv=None) -> int:
     try:
         before = _probe(rank, world, dist)
         times = run_job(job, rank, world, dist, torch)
-        if world > 1:
-            dist.barrier()
         after = _probe(rank, world, dist)
     finally:
         if world > 1 and dist.is_initialized():

@@ -95,7 +95,7 @@ def _pipeline_p2p(row) -> dict:
         if "bf16_optimizer" in row.get("notes", "").lower():
             out["zero_grad_reduce"] = "all_reduce"   # see ParallelSpec.zero_grad_reduce
         return out
-    if "megatron-lm" in fw and not any(n in fw for n in ("megatron-core", "nemo")):
+    if "megatron-lm" in fw and not _framework_in(row, ("megatron-core", "nemo")):
         return {"pipeline_p2p": "paired"}
     return {}
 
@@ -114,16 +114,14 @@ def _zero(row) -> int:
     stated = _int(row, "zero")
     if stated is not None:
         return stated
-    fw = _framework(row)
-    return 1 if any(name in fw for name in DISTRIBUTED_OPTIMIZER_FRAMEWORKS) else DEFAULTS["zero"]
+    return 1 if _framework_in(row, DISTRIBUTED_OPTIMIZER_FRAMEWORKS) else DEFAULTS["zero"]
 
 
 def _sequence_parallel(row, tp: int) -> bool:
     stated = _int(row, "sequence_parallel")
     if stated is not None:
         return stated == 1
-    fw = _framework(row)
-    return tp > 1 and any(name in fw for name in DISTRIBUTED_OPTIMIZER_FRAMEWORKS)
+    return tp > 1 and _framework_in(row, DISTRIBUTED_OPTIMIZER_FRAMEWORKS)
 
 
 # NCCL over Intel Omni-Path on Jean Zay's A100 partition (the BLOOM rows), as measured there
@@ -233,10 +231,15 @@ def _framework(row) -> str:
     return segs[0].lower() if segs else ""
 
 
+def _framework_in(row, names) -> bool:
+    """True if the row's framework note names any of ``names``."""
+    fw = _framework(row)
+    return any(name in fw for name in names)
+
+
 def _flash(row) -> bool:
     """True if the row's framework has fused (flash) attention; see ``FLASH_FRAMEWORKS``."""
-    fw = _framework(row)
-    return any(name in fw for name in FLASH_FRAMEWORKS)
+    return _framework_in(row, FLASH_FRAMEWORKS)
 
 
 # llm-foundry's attention (the MosaicML rows): flash-attn 2.x, pinned by its ``gpu-flash2``
@@ -248,8 +251,7 @@ FA2_UNPADDED_FRAMEWORKS = ("llm-foundry",)
 
 
 def _attention(row) -> dict:
-    fw = _framework(row)
-    if any(name in fw for name in FA2_UNPADDED_FRAMEWORKS):
+    if _framework_in(row, FA2_UNPADDED_FRAMEWORKS):
         return {"attention_kernel": "fa2", "unpadded_attention": True}
     return {}
 
@@ -257,10 +259,7 @@ def _attention(row) -> dict:
 def _overlap_grad_reduce(row) -> bool:
     """True if the row's framework overlaps gradient reduction with the backward pass
     (``OVERLAP_GRAD_FRAMEWORKS``); unknown frameworks keep parsim's default (overlap)."""
-    fw = _framework(row)
-    if not fw:
-        return True
-    return any(name in fw for name in OVERLAP_GRAD_FRAMEWORKS)
+    return not _framework(row) or _framework_in(row, OVERLAP_GRAD_FRAMEWORKS)
 
 
 def _links(row) -> str:
@@ -362,13 +361,14 @@ def _scenario(row: dict) -> dict:
     cp = _int(row, "cp", DEFAULTS["cp"])
     n = _int(row, "num_gpus")
     dp = _int(row, "dp", n // (tp * pp * cp))
+    overlap = _overlap_grad_reduce(row)
     training = {"global_batch": _int(row, "global_batch"),
                 "micro_batch": _micro_batch(row, dp),
                 "precision": precision,
                 "recompute": _recompute(row),
                 "flash_attention": _flash(row),
-                "overlap_grad_reduce": _overlap_grad_reduce(row),
-                "overlap_param_gather": _overlap_grad_reduce(row), **_attention(row)}
+                "overlap_grad_reduce": overlap, "overlap_param_gather": overlap,
+                **_attention(row)}
     parallel = {"tp": tp, "pp": pp, "cp": cp, "dp": dp,
                 "zero": _zero(row), "sequence_parallel": _sequence_parallel(row, tp)}
     parallel.update(_pipeline_p2p(row))
@@ -407,14 +407,12 @@ def _scenario(row: dict) -> dict:
 # ----------------------------------------------------------------------------- predicting
 def predict_row(row: dict) -> float:
     """Predicted step time (s) of a predictable row, analytical engine."""
-    from ..engines import analytical
-    from ..predict import cluster_for, device_for
+    from ..predict import predict
     from ..scenario import scenario_from_dict
     raw, reason = row_scenario(row)
     if raw is None:
         raise ValueError(reason)
-    sc = scenario_from_dict(raw, file=None)
-    return analytical.run(sc, device_for(sc), cluster_for(sc)).step_time_s
+    return predict(scenario_from_dict(raw, file=None), engine="analytical").step_time_s
 
 
 def validate_published(path, progress=None) -> Report:
