@@ -202,6 +202,8 @@ def test_calibrate_end_to_end_with_two_gloo_processes(tmp_path):
     assert {(c.op, c.ranks) for c in prof.collectives} == {
         (op, 2) for op in ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "send_recv")}
     assert "comm_drift_max_large" in prof.meta["noise"]
+    assert "samples_s" not in out.read_text()          # raw rounds are pooled, not written
+    assert all(r["launches"] == session.LAUNCHES["tiny"] for r in written["collective"])
     for c in prof.collectives:
         assert list(c.size_bytes) == list(session.SIZES["tiny"])
         assert all(1e-6 < t < 1.0 for t in c.time_s)       # loopback gloo: µs .. ms
@@ -287,7 +289,39 @@ def test_drift_compares_the_two_halves_of_a_run():
     from parsim.calibrate.comm import _drift
     assert _drift([1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0]) == pytest.approx(1 / 1.5)
     assert _drift([1.0, 1.0, 1.0]) == 0.0                     # too few rounds to split
-    assert session._large_drift([{"size_bytes": [1024, 8 * 2**20], "drift": [0.9, 0.12]}]) == 0.12
+    # only the >= 16 MiB points, the ones --compare judges, count
+    assert session._large_drift([{"size_bytes": [1024, 8 * 2**20, 16 * 2**20],
+                                  "drift": [0.9, 0.3, 0.12]}]) == 0.12
+
+
+def test_launches_pool_their_rounds():
+    from parsim.calibrate.comm import merge_launches
+
+    def launch(t_small, t_large, cpu, discarded, foreign):
+        return [{"backend": "gloo", "op": "all_reduce", "ranks": 2, "size_bytes": [1024, 2**26],
+                 "time_s": [0.0, 0.0], "samples_s": [t_small, t_large], "cpu_s": cpu,
+                 "samples": len(t_small), "discarded_rounds": discarded,
+                 "kept_contaminated_rounds": 0, "foreign_cores_max": foreign}]
+    rows = merge_launches([launch([1.0, 2.0, 3.0], [10.0] * 3, [0.1, 1.0], 2, 0.1),
+                           launch([4.0, 5.0, 6.0], [20.0] * 3, [0.3, 3.0], 5, 0.4)])
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["time_s"] == [3.5, 15.0]                 # medians of the six pooled rounds
+    assert row["drift"][0] == pytest.approx(3.0 / 3.5)  # launch order: 2 vs 5 over 3.5
+    assert row["cpu_s"] == [pytest.approx(0.2), pytest.approx(2.0)]
+    assert (row["samples"], row["discarded_rounds"], row["launches"]) == (6, 7, 2)
+    assert row["foreign_cores_max"] == 0.4 and "samples_s" not in row
+
+
+def test_discarded_rounds_count_each_group_once():
+    # every operation's row of one group size carries its group's rounds: five ops of a
+    # 2-rank group that dropped 51 rounds dropped 51, not 255
+    rows = [{"backend": "gloo", "ranks": 2, "op": op, "discarded_rounds": 51,
+             "kept_contaminated_rounds": 2} for op in ("all_reduce", "broadcast", "send_recv")]
+    rows += [{"backend": "gloo", "ranks": 3, "op": "all_reduce", "discarded_rounds": 4,
+              "kept_contaminated_rounds": 0}]
+    assert session._per_group_sum(rows, "discarded_rounds") == 55
+    assert session._per_group_sum(rows, "kept_contaminated_rounds") == 2
 
 
 def test_blas_threads_switches_and_restores():

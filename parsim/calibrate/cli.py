@@ -12,6 +12,7 @@ import os
 import sys
 
 from ..errors import ParsimError
+from .profile import LARGE_MESSAGE_BYTES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,9 +83,9 @@ def summary(profile: dict, path: str) -> str:
     noise = profile["meta"].get("noise", {})
     if profile["collective"]:
         lines.append(f"  noise: spread (p90 - p10)/median up to {noise.get('comm_spread_max', 0):.0%}; "
-                     f"messages >= 4 MiB drifted up to {noise.get('comm_drift_max_large', 0):.0%} "
-                     "between the first and second half of the run (expect two runs to differ "
-                     "that much)")
+                     f"messages >= {LARGE_MESSAGE_BYTES // 2**20} MiB drifted up to "
+                     f"{noise.get('comm_drift_max_large', 0):.0%} between the first and second "
+                     "half of the run (expect two runs to differ up to about that much)")
     if "comm_skipped" in profile["meta"]:
         lines.append(f"  communication skipped: {profile['meta']['comm_skipped']}")
     return "\n".join(lines)

@@ -7,8 +7,8 @@ on every rank. One sample: barrier, then ``inner`` back-to-back operations; the 
 the slowest rank's mean time per operation (a collective ends when its last rank does).
 Rank 0 watches foreign CPU use (:class:`noise.CpuMonitor` over the local ranks' pids) and
 tells the group to run more rounds until ``repeats`` are clean (``2·repeats`` at most) and,
-when the plan asks for it (``min_s``), until the rounds span that long, but never twice that
-long; it keeps every clean round, or the ``repeats`` least disturbed ones.
+when the plan asks for it (``min_s``), until the rounds span that long, but never past
+``SPAN_LIMIT`` times that; it keeps every clean round, or the ``repeats`` least disturbed ones.
 
 Sizes follow nccl-tests: S is the whole buffer — the all-reduce and broadcast tensor, the
 gathered output of all-gather, the input of reduce-scatter, the message of send/recv
@@ -249,7 +249,7 @@ def _measure_group(comm, group, g: int, plan: CommPlan, local_pids, tick) -> lis
     kept_t, kept_cpu, foreign = [], [], []
     # rounds to run: ``repeats`` undisturbed ones, and as many more as fill this group's
     # share of ``min_s`` (the host drifts over minutes; rounds spread over a longer span
-    # average it out); never past twice that share, so a host that slows down midway or
+    # average it out); never past SPAN_LIMIT x that share, so a host that slows down midway or
     # keeps disturbing rounds cannot stretch the run (``_kept`` takes the least disturbed)
     group_min_s = plan.min_s / max(1, len(plan.group_sizes))
     max_rounds = MAX_ROUNDS_FACTOR * plan.repeats
@@ -277,7 +277,7 @@ def _measure_group(comm, group, g: int, plan: CommPlan, local_pids, tick) -> lis
             rounds = len(kept_t)
             more = ((clean < plan.repeats and rounds < 2 * plan.repeats)
                     or (elapsed < group_min_s and rounds < max_rounds))
-            more = more and (group_min_s <= 0 or elapsed < 2 * group_min_s)
+            more = more and (group_min_s <= 0 or elapsed < SPAN_LIMIT * group_min_s)
         more = comm.bcast_flag(more, grp)
         frac = min(1.0, elapsed / group_min_s if group_min_s > 0 else len(kept_t) / plan.repeats)
         tick(len(items) * plan.repeats * frac - ticked)
@@ -301,6 +301,7 @@ def _measure_group(comm, group, g: int, plan: CommPlan, local_pids, tick) -> lis
             "backend": comm.backend, "op": op, "ranks": g,
             "size_bytes": [int(ops[i][1]) for i in idx],
             "time_s": [float(np.median(slowest[:, i])) for i in idx],
+            "samples_s": [slowest[:, i].tolist() for i in idx],     # for merge_launches
             "spread": [noise.spread(slowest[:, i]) for i in idx],
             "drift": [_drift(slowest[:, i]) for i in idx],
             "cpu_s": [float(cpu[i]) for i in idx],
@@ -312,6 +313,7 @@ def _measure_group(comm, group, g: int, plan: CommPlan, local_pids, tick) -> lis
 
 
 MAX_ROUNDS_FACTOR = 20           # at most 20 x repeats rounds per group, however short
+SPAN_LIMIT = 1.25                # rounds stop at 1.25 x a group's share of min_s
 
 
 def _kept(foreign: list, repeats: int) -> list[int]:
@@ -319,6 +321,40 @@ def _kept(foreign: list, repeats: int) -> list[int]:
     else the ``repeats`` least disturbed (:func:`keep_rounds`); in run order."""
     clean = [r for r, c in enumerate(foreign) if noise.clean(c)]
     return clean if len(clean) >= repeats else keep_rounds(foreign, repeats)
+
+
+def merge_launches(launches: list[list[dict]]) -> list[dict]:
+    """One table from the rows of several launches of the workers (fresh processes each).
+
+    A launch settles into its own state for the whole of its life: gloo's 16 MiB
+    reduce-scatter, whose temporaries come from the allocator, ran at 22, 25, 26 and 29 ms
+    (medians) in four 45-s launches here, each launch's halves within 4 ms of its median
+    but the launches 30 % apart. Pooling several launches' rounds measures what a fresh job
+    meets on average instead of one draw. Per point: the median, spread and drift of the
+    pooled rounds (in launch order), the median of the launches' CPU times; rounds and
+    discards add up, foreign load takes the worst. The raw ``samples_s`` are dropped."""
+    merged = {}
+    for rows in launches:
+        for row in rows:
+            key = (row["backend"], row["op"], row["ranks"])
+            merged.setdefault(key, []).append(row)
+    out = []
+    for parts in merged.values():
+        first = parts[0]
+        row = {k: v for k, v in first.items() if k != "samples_s"}
+        pooled = [sum((p["samples_s"][i] for p in parts), []) for i in range(len(first["size_bytes"]))]
+        row.update(
+            time_s=[float(np.median(x)) for x in pooled],
+            spread=[noise.spread(x) for x in pooled],
+            drift=[_drift(x) for x in pooled],
+            cpu_s=[float(np.median([p["cpu_s"][i] for p in parts])) for i in range(len(pooled))],
+            samples=sum(p["samples"] for p in parts),
+            discarded_rounds=sum(p["discarded_rounds"] for p in parts),
+            kept_contaminated_rounds=sum(p["kept_contaminated_rounds"] for p in parts),
+            foreign_cores_max=max(p["foreign_cores_max"] for p in parts),
+            launches=len(parts))
+        out.append(row)
+    return out
 
 
 def _drift(samples) -> float:

@@ -19,7 +19,7 @@ import sys
 import time
 
 from . import noise
-from .comm import CommPlan, MpiComm, TorchComm, run_benchmark
+from .comm import CommPlan, MpiComm, TorchComm, merge_launches, run_benchmark
 from .progress import Progress
 from .toml_write import write_atomic
 
@@ -92,6 +92,7 @@ def calibrate_distributed(opts) -> int:
     bar.close()
     if not rank0:
         return 0
+    rows = merge_launches([rows])          # one launch under torchrun / mpiexec
     load_start = noise.load_average()
     ref_before = noise.reference_s()
     comp, comp_info = session._measure_compute(opts, torch if cuda else None)

@@ -88,6 +88,16 @@ class CpuMonitor:
         return sum(_process_ticks(p) for p in self.pids)
 
 
+def foreign_cores(seconds: float = 1.0) -> float | None:
+    """Cores other programs used over ``seconds`` of this process sleeping; None without
+    /proc. Unlike the load average it leaves out our own processes and does not remember
+    the minutes before (a previous run leaves the load average near 2 for minutes)."""
+    monitor = CpuMonitor([os.getpid()])
+    monitor.start()
+    time.sleep(seconds)
+    return monitor.stop()
+
+
 def load_average() -> float | None:
     """One-minute load average, None where the OS has none."""
     try:

@@ -14,13 +14,14 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from . import compute, noise
-from .comm import OPS, CommPlan
+from .comm import OPS, CommPlan, merge_launches
 from .fit import fit_alpha_beta, fit_piecewise
+from .profile import LARGE_MESSAGE_BYTES
 from .progress import Progress
 from .toml_write import write_atomic
 
@@ -32,8 +33,17 @@ REPEATS = {"full": 15, "quick": 5, "tiny": 3}   # at least; full runs more (MIN_
 TARGET_S = {"full": 0.02, "quick": 0.01, "tiny": 0.002}    # least seconds per comm sample
 # least seconds the communication rounds span: on a shared VM the host's speed wanders over
 # minutes (10-s medians of one 64 MiB all-reduce: 57-89 ms over 6 minutes; 100-s windows up
-# to 20 % apart, 200-s windows within 5 %), so a full run spreads its rounds over 3 minutes
-MIN_COMM_S = {"full": 180.0, "quick": 0.0, "tiny": 0.0}
+# to 20 % apart), and gloo's reduce-scatter, whose temporaries come from the allocator,
+# wanders most (16 MiB: 2-minute medians 35 -> 25 ms over 10 quiet minutes). The median of
+# 100 rounds still moves ~9 % by sampling alone (worst of the ten >= 16 MiB points, resampled
+# from one 10-minute run), 6 % at 300 rounds. So a full run spreads its rounds over 6
+# minutes, in LAUNCHES launches, and stops each at 1.25x its share (comm.SPAN_LIMIT), to
+# stay well under 10 minutes.
+MIN_COMM_S = {"full": 360.0, "quick": 0.0, "tiny": 0.0}
+# fresh worker processes the rounds are split over: each launch keeps one state of the
+# allocator and the transport for its whole life (comm.merge_launches)
+LAUNCHES = {"full": 3, "quick": 1, "tiny": 1}
+BUSY_START_CORES = 0.5     # others using more than this just before a run get a warning
 COMPUTE_REPEATS = {"full": 7, "quick": 3, "tiny": 2}
 
 
@@ -67,9 +77,10 @@ def calibrate(opts: Options) -> dict:
     t_start = time.monotonic()
     cores = os.cpu_count() or 1
     load_start = noise.load_average()
-    if load_start is not None and load_start > 0.5:
-        warn(opts, f"load average {load_start:.2f} before starting: another process is busy; "
-                   "rounds it disturbs are redone, but figures may move")
+    busy_start = noise.foreign_cores(1.0 if opts.grid == "full" else 0.2)
+    if busy_start is not None and busy_start > BUSY_START_CORES:
+        warn(opts, f"other programs used {busy_start:.2f} of {cores} cores just before the run: "
+                   "rounds they disturb are redone, but figures may move")
     ref_before = noise.reference_s()
     torch = _try_torch()
     cuda = torch is not None and torch.cuda.is_available()
@@ -96,7 +107,7 @@ def calibrate(opts: Options) -> dict:
     if comm_note:
         meta["comm_skipped"] = comm_note
     loads = {"loadavg_start": load_start, "loadavg_end": noise.load_average(),
-             "reference_s_before": ref_before, "reference_s_after": ref_after}
+             "foreign_cores_start": busy_start, "reference_s_before": ref_before, "reference_s_after": ref_after}
     profile = build_profile(meta, comp, comp_info, rows, loads, opts.warnings, cuda=cuda, torch=torch)
     write_atomic(opts.output, profile)
     return profile
@@ -145,17 +156,24 @@ def _measure_compute(opts: Options, torch):
 
 
 def _measure_comm(opts: Options, plan: CommPlan):
+    """Run the plan in ``LAUNCHES[grid]`` launches of fresh worker processes, each with its
+    share of ``min_s`` and its own round order, and pool their rounds (:func:`merge_launches`)."""
     from .launch import CommFailed, run_local
+    n = LAUNCHES[opts.grid]
     bar = Progress(f"comm ({plan.backend})", 1, enabled=not opts.quiet)
-    try:
-        result = run_local(plan, opts.ranks, progress=lambda d, t: bar.update(d, t),
-                           timeout_s=opts.timeout_s)
-    except CommFailed as err:
-        bar.close()
-        warn(opts, str(err))
-        return [], f"communication measurement failed: {err}"
+    launches = []
+    for i in range(n):
+        part = replace(plan, min_s=plan.min_s / n, seed=plan.seed + 1000 * i)
+        try:
+            result = run_local(part, opts.ranks, timeout_s=opts.timeout_s,
+                               progress=lambda d, t, i=i: bar.update(i * t + d, n * t))
+        except CommFailed as err:
+            bar.close()
+            warn(opts, str(err))
+            return [], f"communication measurement failed: {err}"
+        launches.append(result["rows"])
     bar.close()
-    return result["rows"], None
+    return merge_launches(launches), None
 
 
 def fit_row(row: dict) -> dict:
@@ -174,14 +192,19 @@ def fit_row(row: dict) -> dict:
     return row
 
 
-LARGE_BYTES = 4 * 2**20
-
-
 def _large_drift(collectives) -> float:
-    """Largest first-half / second-half drift over the points of >= 4 MiB (the
-    bandwidth-bound ones): what to expect between two runs on this machine."""
+    """Largest first-half / second-half drift over the points of >= LARGE_MESSAGE_BYTES
+    (16 MiB, the points ``--compare`` judges): about what to expect between two runs on this
+    machine, a little more (each half has half the rounds, so more sampling noise)."""
     return max((d for r in collectives for s, d in zip(r["size_bytes"], r.get("drift", []))
-                if s >= LARGE_BYTES), default=0.0)
+                if s >= LARGE_MESSAGE_BYTES), default=0.0)
+
+
+def _per_group_sum(rows, key: str) -> int:
+    """Sum of a per-group count over the groups: every operation's row of one group size
+    carries the same rounds, so count each (backend, group size) once."""
+    per_group = {(r["backend"], r["ranks"]): r.get(key, 0) for r in rows}
+    return int(sum(per_group.values()))
 
 
 def build_profile(meta, comp, comp_info, rows, loads, warnings, *, cuda, torch) -> dict:
@@ -199,9 +222,9 @@ def build_profile(meta, comp, comp_info, rows, loads, warnings, *, cuda, torch) 
         "comm_drift_max_large": _large_drift(collectives),
         "reference_ratio_after_before": ref_ratio,
         "compute_discarded_rounds": comp_info["discarded_rounds"],
-        "comm_discarded_rounds": sum(r.get("discarded_rounds", 0) for r in rows),
+        "comm_discarded_rounds": _per_group_sum(rows, "discarded_rounds"),
         "kept_contaminated_rounds": comp_info["kept_contaminated_rounds"]
-        + sum(r.get("kept_contaminated_rounds", 0) for r in rows),
+        + _per_group_sum(rows, "kept_contaminated_rounds"),
         "foreign_cores_max": max([comp_info["foreign_cores_max"]]
                                  + [r.get("foreign_cores_max", 0.0) for r in rows]),
         **{k: v for k, v in loads.items() if v is not None},

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..atomic import write_text
 # a run during which others held more cores is disturbed, as a calibration round is
-from ..calibrate.noise import FOREIGN_CORES_MAX
+from ..calibrate.noise import FOREIGN_CORES_MAX, foreign_cores
 from ..errors import ScenarioError
 from .local_model import DEFAULT_PROFILE, Job, default_jobs, predict, robust_profile
 
@@ -162,17 +162,6 @@ def _loadavg():
         return None
 
 
-def _foreign_cores(seconds: float) -> float | None:
-    """Cores other programs used over ``seconds`` of this process sleeping (/proc
-    accounting, :class:`parsim.calibrate.noise.CpuMonitor`); None where unavailable."""
-    import time
-    from ..calibrate.noise import CpuMonitor
-    monitor = CpuMonitor([os.getpid()])
-    monitor.start()
-    time.sleep(seconds)
-    return monitor.stop()
-
-
 def speed_factor(profile, probe: dict | None) -> tuple[float, float]:
     """(factor, drift) of a run's probes (:func:`parsim.validate.local_worker.probe_rates`
     before, halfway through and after the job): ``factor`` = geometric mean over probes and
@@ -295,7 +284,7 @@ def validate_local(profile_path: str | None = None, *, quick: bool = False, jobs
     report = LocalReport(profile=path, cores=os.cpu_count() or 1, loadavg_before=_loadavg(),
                          dropped_gemm=[f"{r['m']:g}x{r['n']:g}x{r['k']:g} {r['dtype']} "
                                        f"{r['flops_per_s'] / 1e9:.2f} GFLOP/s" for r in dropped])
-    report.foreign_cores_before = _foreign_cores(0.2 if quick else 1.0)
+    report.foreign_cores_before = foreign_cores(0.2 if quick else 1.0)
     jobs = list(jobs if jobs is not None else default_jobs(quick))
     if not quick:
         jobs = [replace(job, steps=steps_for(job, profile)) for job in jobs]
