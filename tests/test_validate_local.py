@@ -156,9 +156,9 @@ def test_predictions_of_the_default_jobs_on_the_dev_profile():
             assert t == pytest.approx(sum(parts.values()))
     ms = {k: v[0] * 1e3 for k, v in pred.items()}
     # golden values (ms) of the model on the committed profile
-    assert ms["dp1-1024"] == pytest.approx(59.635, rel=2e-3)
-    assert ms["dp2-1024"] == pytest.approx(71.896, rel=2e-3)
-    assert ms["dp3-1024"] == pytest.approx(112.615, rel=2e-3)
+    assert ms["dp1-1024"] == pytest.approx(65.875, rel=2e-3)
+    assert ms["dp2-1024"] == pytest.approx(80.540, rel=2e-3)
+    assert ms["dp3-1024"] == pytest.approx(127.336, rel=2e-3)
     assert ms["dp1-512"] < ms["dp2-512"] < ms["dp3-512"]
     # three processes on two cores: compute stretches by 3/2
     assert pred["dp3-1024"][1]["compute_s"] == pytest.approx(1.5 * pred["dp2-1024"][1]["compute_s"])
