@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="gloo/nccl through torch.distributed, or mpi4py (default: auto)")
     parser.add_argument("--repeats", type=int, default=None, metavar="N",
                         help="least kept samples per communication point (default 15, --quick 5; "
-                             "a full run adds rounds until they span 3 minutes)")
+                             "a full run adds rounds until they span 6 minutes)")
     parser.add_argument("--compare", metavar="OLD.toml",
                         help="afterwards, compare the large-message bandwidths with this "
                              "earlier profile of the same machine (under torchrun or mpiexec: "

@@ -51,7 +51,7 @@ class CommPlan:
     repeats: int
     backend: str = "gloo"          # "gloo", "nccl" or "mpi"
     target_s: float = 0.005        # a sample lasts at least this long (inner repeats)
-    min_s: float = 0.0             # the rounds of all groups span at least this long (at most 2x)
+    min_s: float = 0.0             # the rounds of all groups span at least this long (at most SPAN_LIMIT x)
     seed: int = 0
 
     @classmethod
@@ -300,10 +300,8 @@ def _measure_group(comm, group, g: int, plan: CommPlan, local_pids, tick) -> lis
         rows.append({
             "backend": comm.backend, "op": op, "ranks": g,
             "size_bytes": [int(ops[i][1]) for i in idx],
-            "time_s": [float(np.median(slowest[:, i])) for i in idx],
+            **_point_stats([slowest[:, i] for i in idx]),
             "samples_s": [slowest[:, i].tolist() for i in idx],     # for merge_launches
-            "spread": [noise.spread(slowest[:, i]) for i in idx],
-            "drift": [_drift(slowest[:, i]) for i in idx],
             "cpu_s": [float(cpu[i]) for i in idx],
             "samples": len(keep), "discarded_rounds": discarded,
             "kept_contaminated_rounds": int(kept_dirty),
@@ -344,9 +342,7 @@ def merge_launches(launches: list[list[dict]]) -> list[dict]:
         row = {k: v for k, v in first.items() if k != "samples_s"}
         pooled = [sum((p["samples_s"][i] for p in parts), []) for i in range(len(first["size_bytes"]))]
         row.update(
-            time_s=[float(np.median(x)) for x in pooled],
-            spread=[noise.spread(x) for x in pooled],
-            drift=[_drift(x) for x in pooled],
+            **_point_stats(pooled),
             cpu_s=[float(np.median([p["cpu_s"][i] for p in parts])) for i in range(len(pooled))],
             samples=sum(p["samples"] for p in parts),
             discarded_rounds=sum(p["discarded_rounds"] for p in parts),
@@ -355,6 +351,13 @@ def merge_launches(launches: list[list[dict]]) -> list[dict]:
             launches=len(parts))
         out.append(row)
     return out
+
+
+def _point_stats(per_size) -> dict:
+    """``time_s`` (median), ``spread`` and ``drift`` of each size's rounds (in time order)."""
+    return {"time_s": [float(np.median(x)) for x in per_size],
+            "spread": [noise.spread(x) for x in per_size],
+            "drift": [_drift(x) for x in per_size]}
 
 
 def _drift(samples) -> float:

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..atomic import write_text
 # a run during which others held more cores is disturbed, as a calibration round is
-from ..calibrate.noise import FOREIGN_CORES_MAX, foreign_cores
+from ..calibrate.noise import FOREIGN_CORES_MAX, foreign_cores, load_average, spread
 from ..errors import ScenarioError
 from .local_model import DEFAULT_PROFILE, Job, default_jobs, predict, robust_profile
 
@@ -155,13 +155,6 @@ class LocalReport:
                 "rows": [r.to_json() for r in self.rows]}
 
 
-def _loadavg():
-    try:
-        return float(os.getloadavg()[0])
-    except (OSError, AttributeError):
-        return None
-
-
 def speed_factor(profile, probe: dict | None) -> tuple[float, float]:
     """(factor, drift) of a run's probes (:func:`parsim.validate.local_worker.probe_rates`
     before, halfway through and after the job): ``factor`` = geometric mean over probes and
@@ -243,11 +236,10 @@ def make_row(job: Job, profile, runs: list[Run]) -> Row:
     predicted = raw * factor
     samples = result["step_s"][result["warmup"]:]
     med = run.measured_s
-    p10, p90 = np.percentile(samples, [10, 90])
     kept = result.get("phases", [])[result["warmup"]:]
     phases = {k: float(np.median([p[k] for p in kept])) for k in (kept[0] if kept else {})}
     return Row(job.name, job.kind, job.world, med, predicted, 100.0 * (predicted - med) / med,
-               100.0 * float(p90 - p10) / med, predicted_quiet_s=quiet * factor,
+               100.0 * spread(samples), predicted_quiet_s=quiet * factor,
                foreign_cores=result["foreign_cores"], parts=parts,
                samples_s=[float(s) for s in samples], phases=phases, speed_factor=factor,
                predicted_profile_s=raw, runs=len(runs), disturbed=run.disturbed,
@@ -281,7 +273,7 @@ def validate_local(profile_path: str | None = None, *, quick: bool = False, jobs
     from ..calibrate.profile import load_profile
     path = profile_path or DEFAULT_PROFILE
     profile, dropped = robust_profile(load_profile(path, file_key="--profile"))
-    report = LocalReport(profile=path, cores=os.cpu_count() or 1, loadavg_before=_loadavg(),
+    report = LocalReport(profile=path, cores=os.cpu_count() or 1, loadavg_before=load_average(),
                          dropped_gemm=[f"{r['m']:g}x{r['n']:g}x{r['k']:g} {r['dtype']} "
                                        f"{r['flops_per_s'] / 1e9:.2f} GFLOP/s" for r in dropped])
     report.foreign_cores_before = foreign_cores(0.2 if quick else 1.0)
@@ -300,7 +292,7 @@ def validate_local(profile_path: str | None = None, *, quick: bool = False, jobs
                 progress(job, len(runs[job.name]), rounds)
             runs[job.name].append(run_once(job, profile, timeout_s=timeout_s))
     report.rows = [make_row(job, profile, runs[job.name]) for job in jobs]
-    report.loadavg_after = _loadavg()
+    report.loadavg_after = load_average()
     return report
 
 
